@@ -1,0 +1,688 @@
+//! Telemetry ingest: turning a device's `POST /v1/telemetry` body into readings the
+//! ingest component can store in one statement.
+//!
+//! ```json
+//! {"readings": [
+//!   {"metric": "temp_c", "ts": "2026-11-21T10:00:00.123Z", "value": 21.5},
+//!   {"metric": "door.open", "ts": 1795255200123, "value": true}
+//! ]}
+//! ```
+//!
+//! - `metric`: a [`MetricName`].
+//! - `ts`: an RFC 3339 date-time with a zone, or integer milliseconds since the Unix
+//!   epoch; no older than the retention window and at most [`MAX_FUTURE_MS`] ahead.
+//! - `value`: a finite number or a boolean. JSON has no NaN or infinity, but a literal
+//!   such as `1e400` overflows `f64`; it is refused, not stored as infinity.
+//!
+//! A body that is not JSON is [`BatchError::Malformed`] (400). A JSON body that breaks
+//! the rules is [`BatchError::Invalid`] (422) listing every bad field, each with a
+//! JSON pointer such as `/readings/3/ts`, so a device fixes its batch in one round
+//! trip. Unknown and repeated fields are refused. Too many readings is a 422 at
+//! `/readings` (the byte size of the body is the component's 413).
+//!
+//! Within a batch, readings repeating an earlier `(metric, ts)` are dropped and
+//! counted in [`Batch::duplicates`]: the first wins, as storage keeps the first copy
+//! when a batch is retried, so the outcome is the same whichever way a device resends.
+
+mod timestamp;
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+use crate::ids::MetricName;
+use crate::problem::{FieldError, Problem};
+
+/// How far ahead of the server's clock a reading may be, for devices whose clock runs
+/// fast.
+pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_readings: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self { max_readings: 5000 }
+    }
+}
+
+/// A reading's value. Booleans stay booleans, so that queries can tell a door that
+/// was open from a counter that read 1; [`Value::as_f64`] is for numeric rollups.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// Always finite.
+    Number(f64),
+    Bool(bool),
+}
+
+impl Value {
+    /// The value as a number; `true` is 1.0 and `false` is 0.0.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Number(number) => number,
+            Value::Bool(true) => 1.0,
+            Value::Bool(false) => 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reading {
+    pub metric: MetricName,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub ts_ms: i64,
+    pub value: Value,
+}
+
+/// A valid batch, in request order, without duplicates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub readings: Vec<Reading>,
+    /// Readings dropped because an earlier one had the same metric and timestamp.
+    pub duplicates: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BatchError {
+    /// Not JSON (or not UTF-8): 400. The message says where, never what.
+    #[error("the request body is not valid JSON: {0}")]
+    Malformed(String),
+    /// JSON, but against the schema: 422, one entry per bad field.
+    #[error("the batch has {} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+}
+
+impl From<BatchError> for Problem {
+    fn from(error: BatchError) -> Self {
+        match error {
+            BatchError::Malformed(_) => Problem::bad_request(error.to_string()),
+            BatchError::Invalid(errors) => Problem::unprocessable(errors),
+        }
+    }
+}
+
+/// Validates a telemetry body. `now_ms` is the server's clock and `oldest_ms` the
+/// start of the retention window, both in Unix milliseconds.
+pub fn parse_batch(
+    body: &[u8],
+    limits: &BatchLimits,
+    now_ms: i64,
+    oldest_ms: i64,
+) -> Result<Batch, BatchError> {
+    let text = std::str::from_utf8(body).map_err(|error| {
+        BatchError::Malformed(format!("invalid UTF-8 at byte {}", error.valid_up_to()))
+    })?;
+    // Syntax first, without interpreting numbers: `1e400` is valid JSON, and refusing
+    // it belongs to the value's own field error.
+    serde_json::from_str::<IgnoredAny>(text)
+        .map_err(|error| BatchError::Malformed(error.to_string()))?;
+
+    let mut errors = Vec::new();
+    let readings = match readings_array(text, limits, &mut errors) {
+        Some(items) => items,
+        None => return Err(BatchError::Invalid(errors)),
+    };
+    let max_ts = now_ms.saturating_add(MAX_FUTURE_MS);
+    let parsed: Vec<Reading> = readings
+        .iter()
+        .enumerate()
+        .filter_map(|(index, raw)| parse_reading(index, raw, oldest_ms, max_ts, &mut errors))
+        .collect();
+    if !errors.is_empty() {
+        return Err(BatchError::Invalid(errors));
+    }
+
+    let mut seen = HashSet::with_capacity(parsed.len());
+    let mut batch = Batch {
+        readings: Vec::with_capacity(parsed.len()),
+        duplicates: 0,
+    };
+    for reading in parsed {
+        if seen.insert((reading.metric.clone(), reading.ts_ms)) {
+            batch.readings.push(reading);
+        } else {
+            batch.duplicates += 1;
+        }
+    }
+    Ok(batch)
+}
+
+/// The `readings` array of the top-level object, or `None` with the reasons recorded.
+fn readings_array<'a>(
+    text: &'a str,
+    limits: &BatchLimits,
+    errors: &mut Vec<FieldError>,
+) -> Option<Vec<&'a RawValue>> {
+    let Some(fields) = object_fields(text) else {
+        errors.push(FieldError::new("", "must be an object"));
+        return None;
+    };
+    let mut readings = None;
+    for (name, raw) in fields {
+        if name != "readings" {
+            errors.push(unknown_field("", &name));
+        } else if readings.is_some() {
+            errors.push(FieldError::new("/readings", "appears more than once"));
+        } else {
+            readings = Some(raw);
+        }
+    }
+    // Which of two `readings` was meant is anyone's guess: report the envelope alone.
+    if !errors.is_empty() {
+        return None;
+    }
+    let Some(raw) = readings else {
+        errors.push(FieldError::new("/readings", "is required"));
+        return None;
+    };
+    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
+        errors.push(FieldError::new("/readings", "must be an array"));
+        return None;
+    };
+    if items.is_empty() {
+        errors.push(FieldError::new(
+            "/readings",
+            "must contain at least one reading",
+        ));
+        return None;
+    }
+    if items.len() > limits.max_readings {
+        errors.push(FieldError::new(
+            "/readings",
+            format!("must contain at most {} readings", limits.max_readings),
+        ));
+        return None;
+    }
+    Some(items)
+}
+
+fn parse_reading(
+    index: usize,
+    raw: &RawValue,
+    oldest_ms: i64,
+    max_ts: i64,
+    errors: &mut Vec<FieldError>,
+) -> Option<Reading> {
+    let base = format!("/readings/{index}");
+    let Some(fields) = object_fields(raw.get()) else {
+        errors.push(FieldError::new(base, "must be an object"));
+        return None;
+    };
+    let (mut metric, mut ts, mut value) = (None, None, None);
+    for (name, raw) in fields {
+        let slot = match name.as_str() {
+            "metric" => &mut metric,
+            "ts" => &mut ts,
+            "value" => &mut value,
+            _ => {
+                errors.push(unknown_field(&base, &name));
+                continue;
+            }
+        };
+        if slot.is_some() {
+            errors.push(FieldError::new(
+                format!("{base}/{name}"),
+                "appears more than once",
+            ));
+        } else {
+            *slot = Some(raw);
+        }
+    }
+
+    let metric = required(&base, "metric", metric, errors, parse_metric);
+    let ts_ms = required(&base, "ts", ts, errors, |raw| {
+        parse_ts(raw, oldest_ms, max_ts)
+    });
+    let value = required(&base, "value", value, errors, parse_value);
+    Some(Reading {
+        metric: metric?,
+        ts_ms: ts_ms?,
+        value: value?,
+    })
+}
+
+/// Parses a member that must be present, recording why when it is absent or bad.
+fn required<T>(
+    base: &str,
+    name: &str,
+    raw: Option<&RawValue>,
+    errors: &mut Vec<FieldError>,
+    parse: impl FnOnce(&RawValue) -> Result<T, String>,
+) -> Option<T> {
+    let pointer = format!("{base}/{name}");
+    let Some(raw) = raw else {
+        errors.push(FieldError::new(pointer, "is required"));
+        return None;
+    };
+    parse(raw)
+        .map_err(|detail| errors.push(FieldError::new(pointer, detail)))
+        .ok()
+}
+
+fn parse_metric(raw: &RawValue) -> Result<MetricName, String> {
+    let text: String =
+        serde_json::from_str(raw.get()).map_err(|_| "must be a string".to_owned())?;
+    MetricName::parse(&text).map_err(|error| error.to_string())
+}
+
+fn parse_ts(raw: &RawValue, oldest_ms: i64, max_ts: i64) -> Result<i64, String> {
+    let ts_ms = if raw.get().starts_with('"') {
+        let text: String = serde_json::from_str(raw.get()).map_err(|error| error.to_string())?;
+        timestamp::parse_rfc3339_ms(&text).map_err(|error| error.to_string())?
+    } else {
+        serde_json::from_str::<i64>(raw.get()).map_err(|_| {
+            "must be an RFC 3339 date-time string or integer milliseconds since the Unix epoch"
+                .to_owned()
+        })?
+    };
+    if ts_ms < oldest_ms {
+        return Err("is older than the retention period".to_owned());
+    }
+    if ts_ms > max_ts {
+        return Err("is more than 5 minutes in the future".to_owned());
+    }
+    Ok(ts_ms)
+}
+
+fn parse_value(raw: &RawValue) -> Result<Value, String> {
+    match raw.get() {
+        "true" => return Ok(Value::Bool(true)),
+        "false" => return Ok(Value::Bool(false)),
+        _ => {}
+    }
+    let is_number = raw
+        .get()
+        .bytes()
+        .next()
+        .is_some_and(|b| b == b'-' || b.is_ascii_digit());
+    if !is_number {
+        return Err("must be a number or a boolean".to_owned());
+    }
+    match serde_json::from_str::<f64>(raw.get()) {
+        Ok(number) if number.is_finite() => Ok(Value::Number(number)),
+        _ => Err("must be a finite number within the range of a 64-bit float".to_owned()),
+    }
+}
+
+/// An RFC 6901 pointer to an unknown member. Very long names are not echoed: the
+/// pointer is for finding the mistake, not for reflecting arbitrary input back.
+fn unknown_field(parent: &str, name: &str) -> FieldError {
+    const MAX_ECHOED: usize = 64;
+    if name.len() > MAX_ECHOED {
+        return FieldError::new(parent, "has an unknown field (name too long to show)");
+    }
+    let escaped = name.replace('~', "~0").replace('/', "~1");
+    FieldError::new(format!("{parent}/{escaped}"), "is not a known field")
+}
+
+/// The members of a JSON object in document order, repeats included (a map would
+/// hide them), or `None` if the text is not an object.
+fn object_fields(text: &str) -> Option<Vec<(String, &RawValue)>> {
+    serde_json::from_str::<ObjectFields<'_>>(text)
+        .ok()
+        .map(|fields| fields.0)
+}
+
+struct ObjectFields<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for ObjectFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = ObjectFields<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                    fields.push(entry);
+                }
+                Ok(ObjectFields(fields))
+            }
+        }
+
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    // 2026-11-21T10:00:00Z
+    const NOW: i64 = 1_795_255_200_000;
+    const DAY: i64 = 86_400_000;
+    const OLDEST: i64 = NOW - 30 * DAY;
+
+    fn parse(body: &serde_json::Value) -> Result<Batch, BatchError> {
+        parse_batch(
+            body.to_string().as_bytes(),
+            &BatchLimits::default(),
+            NOW,
+            OLDEST,
+        )
+    }
+
+    fn parse_text(body: &str) -> Result<Batch, BatchError> {
+        parse_batch(body.as_bytes(), &BatchLimits::default(), NOW, OLDEST)
+    }
+
+    fn field_errors(result: Result<Batch, BatchError>) -> Vec<(String, String)> {
+        match result {
+            Err(BatchError::Invalid(errors)) => {
+                errors.into_iter().map(|e| (e.pointer, e.detail)).collect()
+            }
+            other => panic!("expected field errors, got {other:?}"),
+        }
+    }
+
+    fn pointers(result: Result<Batch, BatchError>) -> Vec<String> {
+        field_errors(result).into_iter().map(|(p, _)| p).collect()
+    }
+
+    fn metric(name: &str) -> MetricName {
+        MetricName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let batch = parse(&json!({"readings": [
+            {"metric": "temp_c", "ts": "2026-11-21T10:00:00.123Z", "value": 21.5},
+            {"metric": "door.open", "ts": 1_795_255_200_123_i64, "value": true},
+            {"metric": "count", "ts": "2026-11-21T11:00:00+01:00", "value": -3},
+        ]}))
+        .unwrap();
+        assert_eq!(
+            batch,
+            Batch {
+                readings: vec![
+                    Reading {
+                        metric: metric("temp_c"),
+                        ts_ms: NOW + 123,
+                        value: Value::Number(21.5)
+                    },
+                    Reading {
+                        metric: metric("door.open"),
+                        ts_ms: NOW + 123,
+                        value: Value::Bool(true)
+                    },
+                    Reading {
+                        metric: metric("count"),
+                        ts_ms: NOW,
+                        value: Value::Number(-3.0)
+                    },
+                ],
+                duplicates: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_json_is_distinct_from_schema_violations() {
+        for body in [
+            "",
+            "{",
+            "{\"readings\": [}",
+            "nul",
+            "{\"readings\": []} x",
+            "\u{feff}{}",
+        ] {
+            assert!(
+                matches!(parse_text(body), Err(BatchError::Malformed(_))),
+                "{body:?}"
+            );
+        }
+        assert!(matches!(
+            parse_batch(
+                b"{\"readings\": \"\xff\"}",
+                &BatchLimits::default(),
+                NOW,
+                OLDEST
+            ),
+            Err(BatchError::Malformed(_))
+        ));
+        let problem = Problem::from(parse_text("{").unwrap_err());
+        assert_eq!(problem.status, 400);
+        let problem = Problem::from(parse_text("{}").unwrap_err());
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.errors[0].pointer, "/readings");
+    }
+
+    #[test]
+    fn the_top_level_must_be_an_object_with_readings() {
+        assert_eq!(pointers(parse_text("[]")), [""]);
+        assert_eq!(pointers(parse_text("42")), [""]);
+        assert_eq!(pointers(parse_text("{}")), ["/readings"]);
+        assert_eq!(pointers(parse_text(r#"{"readings": {}}"#)), ["/readings"]);
+        assert_eq!(pointers(parse_text(r#"{"readings": null}"#)), ["/readings"]);
+    }
+
+    #[test]
+    fn an_empty_batch_is_refused() {
+        assert_eq!(
+            field_errors(parse(&json!({"readings": []}))),
+            [(
+                "/readings".to_owned(),
+                "must contain at least one reading".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn too_many_readings_are_refused_before_looking_at_them() {
+        let reading = json!({"metric": "m", "ts": NOW, "value": 1});
+        let limits = BatchLimits { max_readings: 3 };
+        let body = json!({"readings": vec![reading.clone(); 4]}).to_string();
+        let result = parse_batch(body.as_bytes(), &limits, NOW, OLDEST);
+        assert_eq!(pointers(result), ["/readings"]);
+        let body = json!({"readings": vec![reading; 3]}).to_string();
+        assert!(parse_batch(body.as_bytes(), &limits, NOW, OLDEST).is_ok());
+        assert_eq!(BatchLimits::default().max_readings, 5000);
+    }
+
+    #[test]
+    fn unknown_and_repeated_fields_are_refused() {
+        let body = r#"{"readings": [{"metric": "m", "ts": 1795255200000, "value": 1, "unit": "C", "a/b~": 0}],
+                       "device": "x", "readings": []}"#;
+        assert_eq!(
+            pointers(parse_text(body)),
+            ["/device", "/readings"],
+            "top level is reported first, without looking into readings"
+        );
+        let body = r#"{"readings": [{"metric": "m", "ts": 1795255200000, "value": 1, "unit": "C", "a/b~": 0, "value": 2}]}"#;
+        assert_eq!(
+            pointers(parse_text(body)),
+            [
+                "/readings/0/unit",
+                "/readings/0/a~1b~0",
+                "/readings/0/value"
+            ]
+        );
+        let long = "k".repeat(1000);
+        let body = format!(
+            r#"{{"readings": [{{"metric": "m", "ts": 1795255200000, "value": 1, "{long}": 0}}]}}"#
+        );
+        let errors = field_errors(parse_text(&body));
+        assert_eq!(errors[0].0, "/readings/0");
+        assert!(!errors[0].1.contains(&long));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_pointer() {
+        let result = parse(&json!({"readings": [
+            {"metric": "ok", "ts": NOW, "value": 1},
+            {"metric": "Bad Name", "ts": "yesterday", "value": "hot"},
+            {"ts": NOW},
+            "not an object",
+            {"metric": "ok", "ts": NOW + 6 * 60 * 1000, "value": null},
+            {"metric": 7, "ts": 1.5, "value": [1]},
+        ]}));
+        assert_eq!(
+            pointers(result),
+            [
+                "/readings/1/metric",
+                "/readings/1/ts",
+                "/readings/1/value",
+                "/readings/2/metric",
+                "/readings/2/value",
+                "/readings/3",
+                "/readings/4/ts",
+                "/readings/4/value",
+                "/readings/5/metric",
+                "/readings/5/ts",
+                "/readings/5/value",
+            ]
+        );
+    }
+
+    #[test]
+    fn timestamps_are_bounded_by_retention_and_five_minutes_ahead() {
+        let at = |ts: i64| json!({"readings": [{"metric": "m", "ts": ts, "value": 1}]});
+        assert!(parse(&at(OLDEST)).is_ok());
+        assert!(parse(&at(NOW + MAX_FUTURE_MS)).is_ok());
+        assert_eq!(
+            field_errors(parse(&at(OLDEST - 1))),
+            [(
+                "/readings/0/ts".to_owned(),
+                "is older than the retention period".to_owned()
+            )]
+        );
+        assert_eq!(
+            field_errors(parse(&at(NOW + MAX_FUTURE_MS + 1))),
+            [(
+                "/readings/0/ts".to_owned(),
+                "is more than 5 minutes in the future".to_owned()
+            )]
+        );
+        assert_eq!(pointers(parse(&at(-1))), ["/readings/0/ts"]);
+    }
+
+    #[test]
+    fn timestamps_must_be_zoned_rfc3339_or_integer_milliseconds() {
+        for ts in [
+            json!("2026-11-21T10:00:00"),
+            json!("10000-01-01T00:00:00Z"),
+            json!("2026-13-01T00:00:00Z"),
+            json!("2026-11-21 10:00:00Z"),
+            json!("1795255200000"),
+            json!(1_795_255_200_000.5),
+            json!(1.7952552e12),
+            json!(u64::MAX),
+            json!(true),
+            json!(null),
+            json!({}),
+        ] {
+            let body = json!({"readings": [{"metric": "m", "ts": ts, "value": 1}]});
+            assert_eq!(pointers(parse(&body)), ["/readings/0/ts"], "{ts}");
+        }
+    }
+
+    #[test]
+    fn values_must_be_finite_numbers_or_booleans() {
+        let body = r#"{"readings": [
+            {"metric": "a", "ts": 1795255200000, "value": 1e400},
+            {"metric": "b", "ts": 1795255200000, "value": -1e400},
+            {"metric": "c", "ts": 1795255200000, "value": "1"},
+            {"metric": "d", "ts": 1795255200000, "value": null},
+            {"metric": "e", "ts": 1795255200000, "value": {"v": 1}}
+        ]}"#;
+        assert_eq!(
+            pointers(parse_text(body)),
+            [
+                "/readings/0/value",
+                "/readings/1/value",
+                "/readings/2/value",
+                "/readings/3/value",
+                "/readings/4/value"
+            ]
+        );
+        let body = r#"{"readings": [
+            {"metric": "a", "ts": 1795255200000, "value": 1.7976931348623157e308},
+            {"metric": "b", "ts": 1795255200000, "value": 100000000000000000000000000000},
+            {"metric": "c", "ts": 1795255200000, "value": -0},
+            {"metric": "d", "ts": 1795255200000, "value": false}
+        ]}"#;
+        let values: Vec<f64> = parse_text(body)
+            .unwrap()
+            .readings
+            .iter()
+            .map(|r| r.value.as_f64())
+            .collect();
+        assert_eq!(values, [f64::MAX, 1e29, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn hostile_metric_names_are_refused() {
+        for name in [
+            "",
+            "temp'; DROP TABLE telemetry; --",
+            "temp\u{0}",
+            "température",
+            &"a".repeat(129),
+        ] {
+            let body = json!({"readings": [{"metric": name, "ts": NOW, "value": 1}]});
+            assert_eq!(pointers(parse(&body)), ["/readings/0/metric"], "{name:?}");
+        }
+    }
+
+    #[test]
+    fn duplicates_keep_the_first_and_are_counted() {
+        let batch = parse(&json!({"readings": [
+            {"metric": "m", "ts": NOW, "value": 1},
+            {"metric": "m", "ts": "2026-11-21T10:00:00Z", "value": 2},
+            {"metric": "n", "ts": NOW, "value": 3},
+            {"metric": "m", "ts": NOW + 1, "value": 4},
+            {"metric": "m", "ts": NOW, "value": 5},
+        ]}))
+        .unwrap();
+        let kept: Vec<(String, i64, f64)> = batch
+            .readings
+            .iter()
+            .map(|r| (r.metric.to_string(), r.ts_ms, r.value.as_f64()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("m".to_owned(), NOW, 1.0),
+                ("n".to_owned(), NOW, 3.0),
+                ("m".to_owned(), NOW + 1, 4.0)
+            ]
+        );
+        assert_eq!(batch.duplicates, 2);
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded_before_validation() {
+        let body = r#"{"readings": [{"metric": "temp\u005fc", "ts": "2026-11-21T10:00:00\u005a", "value": 1}]}"#;
+        let batch = parse_text(body).unwrap();
+        assert_eq!(batch.readings[0].metric.as_str(), "temp_c");
+        assert_eq!(batch.readings[0].ts_ms, NOW);
+    }
+
+    #[test]
+    fn values_serialize_as_plain_json() {
+        assert_eq!(serde_json::to_string(&Value::Number(1.5)).unwrap(), "1.5");
+        assert_eq!(serde_json::to_string(&Value::Bool(true)).unwrap(), "true");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_text(&deep).is_err());
+        let body =
+            format!(r#"{{"readings": [{{"metric": "m", "ts": 1795255200000, "value": {deep}}}]}}"#);
+        assert!(parse_text(&body).is_err());
+    }
+}
