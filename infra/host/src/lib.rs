@@ -1,0 +1,110 @@
+//! The Toaster host: serves a Spin application (spin.toml + its components) on
+//! wasmtime, implementing the interfaces Toaster's components import
+//! (WASI 0.2, wasi:http, Spin key-value, variables and PostgreSQL v4).
+//!
+//! `toaster up` (see `main.rs`) and the end-to-end tests both start it through
+//! [`start`].
+
+pub mod bindings;
+pub mod build;
+pub mod database;
+pub mod http;
+pub mod keys;
+pub mod kv;
+pub mod localpg;
+pub mod manifest;
+pub mod migrate;
+pub mod outbound;
+pub mod pg;
+pub mod problem;
+pub mod routes;
+pub mod runtime;
+pub mod server;
+pub mod state;
+pub mod variables;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+pub use runtime::{App, Limits, Runtime};
+
+/// Everything needed to serve one application.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub manifest: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--variable NAME=VALUE` overrides; the environment is consulted after these.
+    pub variables: BTreeMap<String, String>,
+    /// Where the key-value store lives (`kv.sqlite`).
+    pub state_dir: PathBuf,
+    pub limits: Limits,
+}
+
+/// A host serving in the background.
+pub struct RunningHost {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningHost {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded), and returns.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("the server task panicked")?
+    }
+}
+
+/// Loads the application, binds the listener and serves in a background task.
+pub async fn start(runtime: &Runtime, config: HostConfig) -> anyhow::Result<RunningHost> {
+    let manifest = manifest::Manifest::load(&config.manifest)?;
+    let vars = variables::Variables::resolve(&manifest.variables, &config.variables, |k| {
+        std::env::var(k).ok()
+    })?;
+    let labels: std::collections::BTreeSet<String> = manifest
+        .components
+        .values()
+        .flat_map(|c| c.key_value_stores.iter().cloned())
+        .filter(|l| l == "default")
+        .chain(std::iter::once("default".to_string()))
+        .collect();
+    let kv = kv::KvStores::sqlite(&config.state_dir.join("kv.sqlite"), labels)?;
+    let app = Arc::new(App::load(
+        runtime,
+        &manifest,
+        &vars,
+        kv,
+        config.limits.clone(),
+    )?);
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(server::tls_acceptor(&server::TlsFiles { cert, key })?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                "{} is already in use: stop the other server or pass --listen 127.0.0.1:<another port>",
+                config.listen
+            ),
+            _ => anyhow::Error::new(e).context(format!("cannot listen on {}", config.listen)),
+        })?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(server::serve(app, listener, tls, rx));
+    Ok(RunningHost {
+        addr,
+        shutdown: tx,
+        task,
+    })
+}

@@ -1,0 +1,375 @@
+//! `toaster`: run the app (`up`), apply migrations (`migrate`), mint tokens (`token`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use toaster_core::token::{AccessClaims, Role, TokenSigner};
+use toaster_host::{
+    HostConfig, Limits, Runtime, build, database, keys, localpg, manifest::Manifest, migrate,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "toaster",
+    version,
+    about = "Toaster: an IoT backend of WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build what is missing, start PostgreSQL if none is configured, migrate, and serve.
+    Up(UpArgs),
+    /// Apply schemas/sql/*.sql to a database, each once.
+    Migrate {
+        #[arg(long, env = "TOASTER_DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value = "schemas/sql")]
+        dir: PathBuf,
+    },
+    /// Print an access token signed with the token signing key.
+    Token {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The tenant an admin token is for.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Lifetime, e.g. 15m, 12h, 30d.
+        #[arg(long, default_value = "12h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// File holding the signing key; default: SPIN_VARIABLE_TOKEN_SIGNING_KEY, then .toaster/token_signing_key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Operator,
+    Admin,
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// The application manifest.
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    manifest: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Run every component's build command first.
+    #[arg(long)]
+    build: bool,
+    /// PostgreSQL to use; without it (and without a db_url variable) a local one is started under .toaster/.
+    #[arg(long, env = "TOASTER_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Set an application variable, NAME=VALUE (repeatable).
+    #[arg(long = "variable", value_parser = parse_variable)]
+    variables: Vec<(String, String)>,
+    /// PEM certificate chain: serve HTTPS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where local state lives (key-value store, local PostgreSQL, keys); default: .toaster next to the manifest.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Seconds a request may take.
+    #[arg(long, default_value_t = 30)]
+    request_timeout: u64,
+    /// Requests handled at once.
+    #[arg(long, default_value_t = 256)]
+    max_concurrent: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+}
+
+fn parse_variable(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected NAME=VALUE")?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 90s, 15m, 12h, 30d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(args).await,
+            Command::Migrate { database_url, dir } => migrate_cmd(&database_url, &dir).await,
+            Command::Token {
+                role,
+                tenant,
+                ttl,
+                key_file,
+            } => token_cmd(role, tenant, ttl, key_file),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate_cmd(url: &str, dir: &Path) -> anyhow::Result<()> {
+    let mut client = database::connect(url).await?;
+    let report = migrate::migrate(&mut client, dir).await?;
+    for name in &report.applied {
+        println!("applied {name}");
+    }
+    println!(
+        "{} migration(s) applied, {} already in place",
+        report.applied.len(),
+        report.already
+    );
+    Ok(())
+}
+
+fn token_cmd(
+    role: RoleArg,
+    tenant: Option<String>,
+    ttl: Duration,
+    key_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let secret = match (key_file, std::env::var("SPIN_VARIABLE_TOKEN_SIGNING_KEY")) {
+        (Some(f), _) => {
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        (None, Ok(v)) => v,
+        (None, Err(_)) => {
+            let f = Path::new(".toaster/token_signing_key");
+            std::fs::read_to_string(f).with_context(|| {
+                "no signing key: pass --key-file, set SPIN_VARIABLE_TOKEN_SIGNING_KEY, or run `toaster up` once in this directory"
+            })?
+        }
+    };
+    let signer =
+        TokenSigner::from_secret(secret.trim_end_matches('\n')).context("the token signing key")?;
+    let claims = match role {
+        RoleArg::Operator => {
+            if tenant.is_some() {
+                bail!("operator tokens are not bound to a tenant: drop --tenant");
+            }
+            AccessClaims::operator("cli")
+        }
+        RoleArg::Admin => {
+            let Some(t) = tenant else {
+                bail!("an admin token needs --tenant ID");
+            };
+            let t = toaster_core::ids::TenantId::parse(&t)
+                .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+            AccessClaims::admin(t, "cli")
+        }
+    };
+    println!("{}", signer.mint(&claims, ttl)?);
+    Ok(())
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&args.manifest)?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| manifest.root.join(".toaster"));
+    let missing = build::missing(&manifest);
+    if args.build {
+        build::build(&manifest, &[])?;
+    } else if !missing.is_empty() {
+        eprintln!(
+            "component(s) {} not built yet: building",
+            missing.join(", ")
+        );
+        build::build(&manifest, &missing)?;
+    }
+
+    let mut variables: BTreeMap<String, String> = args.variables.iter().cloned().collect();
+    let declared = |name: &str| manifest.variables.contains_key(name);
+    let env_has =
+        |name: &str| std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())).is_ok();
+
+    let mut local_pg = None;
+    if declared("db_url") {
+        if let Some(url) = &args.database_url {
+            variables.insert("db_url".into(), url.clone());
+        }
+        if !variables.contains_key("db_url") && !env_has("db_url") {
+            let pg = localpg::LocalPostgres::start(&state_dir.join("postgres"))
+                .await
+                .context("starting a local PostgreSQL (or pass --database-url)")?;
+            let admin = pg.url("postgres");
+            match database::create_database(&admin, "toaster").await {
+                Ok(_) | Err(database::DatabaseError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            eprintln!(
+                "local PostgreSQL on 127.0.0.1:{} (data in {})",
+                pg.port(),
+                pg.dir().display()
+            );
+            variables.insert("db_url".into(), pg.url("toaster"));
+            local_pg = Some(pg);
+        }
+        if declared("db_host") && !variables.contains_key("db_host") && !env_has("db_host") {
+            let url = variables
+                .get("db_url")
+                .cloned()
+                .or_else(|| std::env::var("SPIN_VARIABLE_DB_URL").ok())
+                .unwrap_or_default();
+            if let Ok(cfg) = url.parse::<tokio_postgres::Config>() {
+                if let Some(tokio_postgres::config::Host::Tcp(h)) = cfg.get_hosts().first() {
+                    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+                    variables.insert("db_host".into(), format!("{h}:{port}"));
+                }
+            }
+        }
+    }
+    if declared("token_signing_key")
+        && !variables.contains_key("token_signing_key")
+        && !env_has("token_signing_key")
+    {
+        let k = keys::load_or_create(&state_dir.join("token_signing_key"), keys::new_token_secret)?;
+        variables.insert("token_signing_key".into(), k);
+    }
+    if declared("manifest_signing_key")
+        && !variables.contains_key("manifest_signing_key")
+        && !env_has("manifest_signing_key")
+    {
+        let k = keys::load_or_create(
+            &state_dir.join("manifest_signing_key.pem"),
+            keys::new_ed25519_pem,
+        )?;
+        variables.insert("manifest_signing_key".into(), k);
+    }
+
+    // Migrations, when the app has them and a database is configured.
+    let db_url = variables
+        .get("db_url")
+        .cloned()
+        .or_else(|| std::env::var("SPIN_VARIABLE_DB_URL").ok());
+    let migrations = manifest.root.join("schemas/sql");
+    if let (Some(url), true) = (&db_url, migrations.is_dir()) {
+        let mut client = database::connect(url)
+            .await
+            .context("connecting to PostgreSQL for migrations")?;
+        let report = migrate::migrate(&mut client, &migrations).await?;
+        if !report.applied.is_empty() {
+            eprintln!("applied migrations: {}", report.applied.join(", "));
+        }
+    }
+
+    let limits = Limits {
+        request_timeout: Duration::from_secs(args.request_timeout),
+        max_concurrent_requests: args.max_concurrent,
+        max_body_bytes: args.max_body_bytes,
+        ..Limits::default()
+    };
+    let runtime = Runtime::new(&limits, Some(state_dir.join("cache")))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let host = toaster_host::start(
+        &runtime,
+        HostConfig {
+            manifest: args.manifest.clone(),
+            listen: args.listen,
+            tls,
+            variables: variables.clone(),
+            state_dir: state_dir.clone(),
+            limits,
+        },
+    )
+    .await?;
+
+    println!(
+        "Toaster is serving {} on {scheme}://{}",
+        manifest.name,
+        host.addr()
+    );
+    println!("  health: curl -s {scheme}://{}/healthz", host.addr());
+    let secret = variables
+        .get("token_signing_key")
+        .cloned()
+        .or_else(|| std::env::var("SPIN_VARIABLE_TOKEN_SIGNING_KEY").ok());
+    if let Some(secret) = secret {
+        let signer = TokenSigner::from_secret(&secret).context("the token signing key")?;
+        let token = signer.mint(
+            &AccessClaims::operator("toaster-up"),
+            Duration::from_secs(12 * 3600),
+        )?;
+        println!("  operator token (12 h): {token}");
+    }
+    let _ = Role::Operator;
+
+    wait_for_shutdown().await;
+    eprintln!("shutting down");
+    host.shutdown().await?;
+    if let Some(pg) = local_pg {
+        pg.stop().await?;
+    }
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

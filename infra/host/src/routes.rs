@@ -1,0 +1,190 @@
+//! HTTP routing as Spin does it for manifest v2: exact routes and `/prefix/...`
+//! wildcards (which also match `/prefix` itself); the most specific route wins —
+//! an exact route over any wildcard, a longer wildcard prefix over a shorter one.
+//! Also builds the `spin-*` request headers components rely on (spin-sdk's Router
+//! reads `spin-path-info`).
+
+use anyhow::bail;
+
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// Sorted most specific first, so the first match wins.
+    routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    raw: String,
+    pattern: Pattern,
+    component: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    /// The prefix without the trailing `/...`; empty for the catch-all `/...`.
+    Wildcard(String),
+}
+
+/// What a request matched, and the values of the `spin-*` headers derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub component: String,
+    /// The route as written in the manifest: `spin-matched-route`, `spin-raw-component-route`.
+    pub raw_route: String,
+    /// The route without its wildcard: `spin-component-route`.
+    pub component_route: String,
+    /// The rest of the path after the component route: `spin-path-info`.
+    pub path_info: String,
+}
+
+impl Router {
+    pub fn new<'a>(routes: impl IntoIterator<Item = (&'a str, &'a str)>) -> anyhow::Result<Router> {
+        let mut out: Vec<Route> = Vec::new();
+        for (raw, component) in routes {
+            let pattern = parse(raw)?;
+            if let Some(dup) = out.iter().find(|r| r.pattern == pattern) {
+                bail!(
+                    "route {raw:?} (component {component:?}) duplicates route {:?} (component {:?})",
+                    dup.raw,
+                    dup.component
+                );
+            }
+            out.push(Route {
+                raw: raw.to_string(),
+                pattern,
+                component: component.to_string(),
+            });
+        }
+        out.sort_by_key(|r| match &r.pattern {
+            Pattern::Exact(p) => (0, usize::MAX - p.len()),
+            Pattern::Wildcard(p) => (1, usize::MAX - p.len()),
+        });
+        Ok(Router { routes: out })
+    }
+
+    pub fn route(&self, path: &str) -> Option<RouteMatch> {
+        self.routes.iter().find_map(|r| {
+            let (component_route, path_info) = match &r.pattern {
+                Pattern::Exact(p) if p == path => (p.clone(), String::new()),
+                Pattern::Exact(_) => return None,
+                Pattern::Wildcard(prefix) => {
+                    let rest = path.strip_prefix(prefix.as_str())?;
+                    if !(rest.is_empty() || rest.starts_with('/')) {
+                        return None;
+                    }
+                    (prefix.clone(), rest.to_string())
+                }
+            };
+            Some(RouteMatch {
+                component: r.component.clone(),
+                raw_route: r.raw.clone(),
+                component_route,
+                path_info,
+            })
+        })
+    }
+
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.component.as_str())
+    }
+}
+
+fn parse(raw: &str) -> anyhow::Result<Pattern> {
+    if !raw.starts_with('/') {
+        bail!("route {raw:?} must start with '/'");
+    }
+    let (body, wildcard) = match raw.strip_suffix("/...") {
+        Some(prefix) => (prefix, true),
+        None => (raw, false),
+    };
+    if body.contains("...") || body.split('/').any(|s| s.starts_with(':')) {
+        bail!(
+            "route {raw:?}: only exact routes and a trailing `/...` wildcard are supported by the toaster host"
+        );
+    }
+    let body = body.trim_end_matches('/');
+    Ok(if wildcard {
+        Pattern::Wildcard(body.to_string())
+    } else if body.is_empty() {
+        Pattern::Exact("/".to_string())
+    } else {
+        Pattern::Exact(body.to_string())
+    })
+}
+
+/// The `spin-*` headers for one request. Clients cannot set these: the server strips
+/// any incoming `spin-*` header before adding its own.
+pub fn spin_headers(
+    m: &RouteMatch,
+    full_url: &str,
+    client_addr: std::net::SocketAddr,
+) -> [(&'static str, String); 7] {
+    [
+        ("spin-full-url", full_url.to_string()),
+        ("spin-path-info", m.path_info.clone()),
+        ("spin-matched-route", m.raw_route.clone()),
+        ("spin-base-path", "/".to_string()),
+        ("spin-raw-component-route", m.raw_route.clone()),
+        ("spin-component-route", m.component_route.clone()),
+        ("spin-client-addr", client_addr.to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        Router::new([
+            ("/...", "root"),
+            ("/api/...", "api"),
+            ("/api/devices/...", "devices"),
+            ("/api/devices/special", "special"),
+            ("/exact", "exact"),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let r = router();
+        let c = |p: &str| r.route(p).map(|m| m.component);
+        assert_eq!(c("/api/devices/special").as_deref(), Some("special"));
+        assert_eq!(c("/api/devices/special/x").as_deref(), Some("devices"));
+        assert_eq!(c("/api/devices/7").as_deref(), Some("devices"));
+        assert_eq!(c("/api/devices").as_deref(), Some("devices"));
+        assert_eq!(c("/api/devicesX").as_deref(), Some("api"));
+        assert_eq!(c("/api").as_deref(), Some("api"));
+        assert_eq!(c("/exact").as_deref(), Some("exact"));
+        assert_eq!(c("/exact/more").as_deref(), Some("root"));
+        assert_eq!(c("/").as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn no_route_means_none() {
+        let r = Router::new([("/only", "a"), ("/p/...", "b")]).unwrap();
+        assert!(r.route("/other").is_none());
+        assert!(r.route("/only/x").is_none());
+        assert!(r.route("/px").is_none());
+    }
+
+    #[test]
+    fn path_info_is_relative_to_the_component_route() {
+        let r = router();
+        let m = r.route("/api/devices/7/keys").unwrap();
+        assert_eq!(m.path_info, "/7/keys");
+        assert_eq!(m.component_route, "/api/devices");
+        assert_eq!(m.raw_route, "/api/devices/...");
+        assert_eq!(r.route("/api/devices").unwrap().path_info, "");
+        assert_eq!(r.route("/exact").unwrap().path_info, "");
+        assert_eq!(r.route("/x/y").unwrap().path_info, "/x/y");
+    }
+
+    #[test]
+    fn duplicates_and_unsupported_patterns_are_refused() {
+        assert!(Router::new([("/a/...", "x"), ("/a/...", "y")]).is_err());
+        assert!(Router::new([("/a/:id", "x")]).is_err());
+        assert!(Router::new([("a", "x")]).is_err());
+    }
+}

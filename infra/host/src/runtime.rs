@@ -1,0 +1,492 @@
+//! Loading an application and running one request through it.
+//!
+//! One `Engine`; each component compiled once (and cached on disk as a `.cwasm`,
+//! keyed by the wasm's hash and the engine's compatibility hash) and
+//! pre-instantiated once; then a fresh `Store` and instance per request, from the
+//! pooling allocator. A request is bounded in time (epoch interruption for wasm
+//! code, plus a wall-clock timeout for time spent in host calls) and in memory.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
+};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+use crate::bindings;
+use crate::kv::KvStores;
+use crate::manifest::Manifest;
+use crate::outbound::AllowedHosts;
+use crate::pg::PgPools;
+use crate::problem;
+use crate::routes::{Router, spin_headers};
+use crate::state::{ComponentConfig, HostState, Services};
+use crate::variables::Variables;
+
+/// How often the epoch advances; the request timeout is counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock time a request may take until its response headers are ready.
+    pub request_timeout: Duration,
+    /// Requests handled at once; further ones wait for a slot.
+    pub max_concurrent_requests: usize,
+    /// Largest request body accepted; larger ones get 413 before the component runs.
+    pub max_body_bytes: usize,
+    /// Linear memory one instance may grow to.
+    pub max_instance_memory: usize,
+    /// PostgreSQL sessions per database address.
+    pub pg_pool_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 256,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_instance_memory: 128 * 1024 * 1024,
+            pg_pool_size: 16,
+        }
+    }
+}
+
+/// The wasmtime engine and the components it has compiled, shared by every app
+/// loaded in this process (tests load many apps; each wasm is compiled once).
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    compiled: Arc<Mutex<HashMap<[u8; 32], Component>>>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    pub fn new(limits: &Limits, cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = (limits.max_concurrent_requests * 2).max(64) as u32;
+        pool.total_component_instances(instances);
+        pool.total_core_instances(instances * 8);
+        pool.total_memories(instances * 2);
+        pool.total_tables(instances * 8);
+        pool.max_memory_size(limits.max_instance_memory);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasmtime engine")?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("toaster-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("cannot start the epoch thread")?;
+        Ok(Runtime {
+            engine,
+            compiled: Default::default(),
+            cache_dir,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `path`, or takes it from the in-process or on-disk cache.
+    pub fn component(&self, path: &Path) -> anyhow::Result<Component> {
+        let wasm =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut h = Sha256::new();
+        h.update(&wasm);
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut compat);
+        h.update(std::hash::Hasher::finish(&compat).to_le_bytes());
+        let key: [u8; 32] = h.finalize().into();
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.cwasm", hex::encode(key))));
+        let component = match cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the file was written by `Component::serialize` of an engine with
+            // the same compatibility hash (part of the file name) and lives in a
+            // directory only this host writes.
+            Some(p) => match unsafe { Component::deserialize_file(&self.engine, p) } {
+                Ok(c) => c,
+                Err(_) => self.compile(&wasm, path, cached.as_deref())?,
+            },
+            None => self.compile(&wasm, path, cached.as_deref())?,
+        };
+        self.compiled
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(key, component.clone());
+        Ok(component)
+    }
+
+    fn compile(&self, wasm: &[u8], path: &Path, cache: Option<&Path>) -> anyhow::Result<Component> {
+        let component = Component::new(&self.engine, wasm)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
+        if let Some(cache) = cache {
+            if let Ok(bytes) = component.serialize() {
+                if let Some(dir) = cache.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
+                if std::fs::write(&tmp, bytes).is_ok() {
+                    let _ = std::fs::rename(&tmp, cache);
+                }
+            }
+        }
+        Ok(component)
+    }
+}
+
+struct LoadedComponent {
+    pre: ProxyPre<HostState>,
+    config: Arc<ComponentConfig>,
+}
+
+/// A loaded application: routes, components ready to instantiate, and services.
+pub struct App {
+    runtime: Runtime,
+    router: Router,
+    components: HashMap<String, LoadedComponent>,
+    services: Arc<Services>,
+    limits: Limits,
+    /// `db_url`, when the app declares one: what `/healthz` checks.
+    health_db: Option<String>,
+}
+
+/// Interfaces a component may import besides `wasi:*@0.2.x` (DESIGN.md).
+pub const ALLOWED_SPIN_IMPORTS: &[&str] = &[
+    "fermyon:spin/key-value@2.0.0",
+    "fermyon:spin/variables@2.0.0",
+    "spin:postgres/postgres@4.0.0",
+];
+
+impl App {
+    pub fn load(
+        runtime: &Runtime,
+        manifest: &Manifest,
+        variables: &Variables,
+        kv: KvStores,
+        limits: Limits,
+    ) -> anyhow::Result<App> {
+        let router = Router::new(
+            manifest
+                .routes
+                .iter()
+                .map(|t| (t.route.as_str(), t.component.as_str())),
+        )?;
+        let services = Arc::new(Services {
+            kv: kv.clone(),
+            pg: PgPools::new(limits.pg_pool_size),
+        });
+        let mut linker: Linker<HostState> = Linker::new(runtime.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        bindings::key_value::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::variables::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::postgres::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+
+        let routed: BTreeSet<&str> = router.components().collect();
+        let mut components = HashMap::new();
+        for (id, decl) in &manifest.components {
+            if !routed.contains(id.as_str()) {
+                continue;
+            }
+            let path = manifest.root.join(&decl.source);
+            if !path.exists() {
+                bail!(
+                    "component {id:?}: {} does not exist. Build it with `toaster up --build` (or `{}`)",
+                    path.display(),
+                    decl.build
+                        .as_ref()
+                        .map(|b| b.command.as_str())
+                        .unwrap_or("its build command")
+                );
+            }
+            let component = runtime
+                .component(&path)
+                .with_context(|| format!("component {id:?} failed to compile"))?;
+            check_imports(id, &component, runtime.engine())?;
+            let rendered_hosts = decl
+                .allowed_outbound_hosts
+                .iter()
+                .map(|h| variables.render(h))
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
+            for label in &decl.key_value_stores {
+                if !kv.contains(label) {
+                    bail!(
+                        "component {id:?} uses key-value store {label:?}, which is not configured (only \"default\" is, unless a runtime config defines more)"
+                    );
+                }
+            }
+            let config = Arc::new(ComponentConfig {
+                id: id.clone(),
+                variables: variables
+                    .render_all(&decl.variables)
+                    .with_context(|| format!("component {id:?}: variables"))?,
+                kv_labels: decl.key_value_stores.iter().cloned().collect(),
+                allowed_hosts: AllowedHosts::parse(&rendered_hosts)
+                    .with_context(|| format!("component {id:?}"))?,
+                environment: decl
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            });
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!("component {id:?} imports something this host does not provide")
+                })?;
+            let pre = ProxyPre::new(pre)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!("component {id:?} does not export wasi:http/incoming-handler")
+                })?;
+            components.insert(id.clone(), LoadedComponent { pre, config });
+        }
+        Ok(App {
+            runtime: runtime.clone(),
+            router,
+            components,
+            services,
+            limits,
+            health_db: variables.get("db_url").map(str::to_string),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// `GET /healthz`: PostgreSQL answers, or 503.
+    pub async fn health(&self) -> Result<(), String> {
+        match &self.health_db {
+            None => Ok(()),
+            Some(url) => {
+                match tokio::time::timeout(Duration::from_secs(2), self.services.pg.ping(url)).await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err("PostgreSQL did not answer within 2 s".into()),
+                }
+            }
+        }
+    }
+
+    /// Routes and runs one request whose body has already been read (and bounded).
+    /// Returns the response and the component that served it, for the access log.
+    pub async fn handle(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+        client_addr: SocketAddr,
+        scheme: Scheme,
+    ) -> (http::Response<HyperOutgoingBody>, Option<String>) {
+        let path = parts.uri.path().to_string();
+        let Some(m) = self.router.route(&path) else {
+            return (problem::not_found(&path), None);
+        };
+        let Some(component) = self.components.get(&m.component) else {
+            return (problem::not_found(&path), None);
+        };
+        let id = Some(m.component.clone());
+        let mut parts = parts;
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        let scheme_str = if matches!(scheme, Scheme::Https) {
+            "https"
+        } else {
+            "http"
+        };
+        let full_url = format!(
+            "{scheme_str}://{host}{}",
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+        );
+        let incoming: Vec<_> = parts
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("spin-"))
+            .cloned()
+            .collect();
+        for k in incoming {
+            parts.headers.remove(k);
+        }
+        for (k, v) in spin_headers(&m, &full_url, client_addr) {
+            if let Ok(v) = http::HeaderValue::from_str(&v) {
+                parts.headers.insert(k, v);
+            }
+        }
+        let body = Full::new(body)
+            .map_err(|e: std::convert::Infallible| -> wasmtime_wasi_http::Error { match e {} });
+        let req = http::Request::from_parts(parts, body);
+        match self.run(component, req, scheme).await {
+            Ok(resp) => (resp, id),
+            Err(Failure::Timeout) => {
+                tracing::warn!(component = %m.component, "request timed out after {:?}", self.limits.request_timeout);
+                (problem::timeout(), id)
+            }
+            Err(Failure::Trap(e)) => {
+                tracing::error!(component = %m.component, "component failed: {e}");
+                (problem::internal(), id)
+            }
+        }
+    }
+
+    async fn run<B>(
+        &self,
+        component: &LoadedComponent,
+        req: http::Request<B>,
+        scheme: Scheme,
+    ) -> Result<http::Response<HyperOutgoingBody>, Failure>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stdout().inherit_stderr();
+        for (k, v) in &component.config.environment {
+            wasi.env(k, v);
+        }
+        let state = HostState {
+            component: component.config.clone(),
+            services: self.services.clone(),
+            wasi: wasi.build(),
+            http_ctx: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outgoing: crate::http::OutgoingHooks {
+                component: component.config.clone(),
+            },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.max_instance_memory)
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .build(),
+        };
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let ticks =
+            (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = WasiHttpView::http(store.data_mut())
+            .new_incoming_request(scheme, req)
+            .map_err(|e| Failure::Trap(format!("{e:?}")))?;
+        let out = WasiHttpView::http(store.data_mut())
+            .new_response_outparam(sender)
+            .map_err(|e| Failure::Trap(format!("{e:?}")))?;
+        let pre = component.pre.clone();
+        let task = tokio::task::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        });
+        let abort = task.abort_handle();
+        match tokio::time::timeout(self.limits.request_timeout, receiver).await {
+            Ok(Ok(Ok(resp))) => Ok(resp),
+            Ok(Ok(Err(code))) => Err(Failure::Trap(format!(
+                "component answered with error {code:?}"
+            ))),
+            Ok(Err(_)) => match task.await {
+                Ok(Ok(())) => Err(Failure::Trap("the component never set a response".into())),
+                Ok(Err(e)) if is_timeout(&e) => Err(Failure::Timeout),
+                Ok(Err(e)) => Err(Failure::Trap(format!("{e:?}"))),
+                Err(e) => Err(Failure::Trap(format!("{e:?}"))),
+            },
+            Err(_) => {
+                abort.abort();
+                Err(Failure::Timeout)
+            }
+        }
+    }
+}
+
+enum Failure {
+    Timeout,
+    Trap(String),
+}
+
+fn is_timeout(e: &wasmtime::Error) -> bool {
+    matches!(
+        e.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    )
+}
+
+/// Refuses a component that imports an interface outside the platform contract.
+fn check_imports(id: &str, component: &Component, engine: &Engine) -> anyhow::Result<()> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        let ok = (name.starts_with("wasi:") && name.contains("@0.2."))
+            || ALLOWED_SPIN_IMPORTS.contains(&name);
+        if !ok {
+            bail!("component {id:?} imports {name}, which is outside Toaster's platform contract");
+        }
+    }
+    Ok(())
+}
+
+/// Lists a component's imports and exports: for tests and `toaster inspect`.
+pub fn component_interfaces(
+    runtime: &Runtime,
+    path: &Path,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let c = runtime.component(path)?;
+    let ty = c.component_type();
+    let imports = ty
+        .imports(runtime.engine())
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let exports = ty
+        .exports(runtime.engine())
+        .map(|(n, _)| n.to_string())
+        .collect();
+    Ok((imports, exports))
+}
