@@ -1,0 +1,255 @@
+//! The end-to-end harness: the real host (`toaster_host::start`) serving real
+//! components, each test against its own freshly created PostgreSQL database.
+//!
+//! PostgreSQL comes from `TOASTER_TEST_DATABASE_URL` (an admin URL), else the
+//! server at 127.0.0.1:5432; when neither answers, a throwaway cluster is started
+//! from the installed PostgreSQL binaries under `target/toaster-test-pg` (reused by
+//! later test binaries, stopped by `scripts/test`). Quiet unless `TEST_LOG` is set.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use toaster_host::{HostConfig, Limits, RunningHost, Runtime, database, localpg, migrate};
+use tokio::sync::OnceCell;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A component built by `scripts/build-wasm` (release, wasm32-wasip2).
+pub fn wasm(name: &str) -> PathBuf {
+    let p = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: build the components first with `scripts/build-wasm` (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// The host logs through `tracing`; tests print it only when `TEST_LOG` is set
+/// (its value is the filter, e.g. `TEST_LOG=debug`).
+pub fn init_logging() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// One engine for the whole test binary: each component is compiled once.
+pub fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        Runtime::new(
+            &Limits::default(),
+            Some(target_dir().join("toaster-test-cache")),
+        )
+        .expect("runtime")
+    })
+}
+
+static ADMIN_URL: OnceCell<String> = OnceCell::const_new();
+
+/// An admin URL of a PostgreSQL server that answers.
+pub async fn admin_url() -> String {
+    ADMIN_URL
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("TOASTER_TEST_DATABASE_URL") {
+                return url;
+            }
+            let default = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
+            if database::ping(&default).await.is_ok() {
+                return default;
+            }
+            let dir = target_dir().join("toaster-test-pg");
+            let pg = localpg::LocalPostgres::builder(&dir)
+                .ephemeral(true)
+                .start()
+                .await
+                .expect("no PostgreSQL answers at 127.0.0.1:5432 and a throwaway one could not be started");
+            let url = pg.url("postgres");
+            // Keep it running for the other tests of this binary and the next binaries;
+            // scripts/test stops it.
+            std::mem::forget(pg);
+            url
+        })
+        .await
+        .clone()
+}
+
+/// A fresh database with every migration applied, dropped when the value drops.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let admin = admin_url().await;
+        let name = format!("toaster_test_{:016x}", rand::random::<u64>());
+        let url = database::create_database(&admin, &name)
+            .await
+            .expect("create the test database");
+        let mut client = database::connect(&url)
+            .await
+            .expect("connect to the test database");
+        migrate::migrate(&mut client, &workspace_root().join("schemas/sql"))
+            .await
+            .expect("apply migrations");
+        TestDb { name, url, admin }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        database::connect(&self.url).await.expect("connect")
+    }
+
+    /// `host:port` of the server, for `allowed_outbound_hosts`.
+    pub fn host_port(&self) -> String {
+        let cfg: tokio_postgres::Config = self.url.parse().expect("url");
+        let host = match &cfg.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            _ => panic!("unix socket"),
+        };
+        format!(
+            "{host}:{}",
+            cfg.get_ports().first().copied().unwrap_or(5432)
+        )
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside the test's runtime, which cannot block on itself.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                let _ = rt.block_on(database::drop_database(&admin, &name));
+            }
+        })
+        .join();
+    }
+}
+
+/// A host serving a manifest written for the test.
+pub struct TestHost {
+    pub host: Option<RunningHost>,
+    pub base: String,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+pub struct HostOptions {
+    pub variables: BTreeMap<String, String>,
+    pub limits: Limits,
+    /// Reuse this state directory (key-value persistence across restarts).
+    pub state_dir: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            variables: BTreeMap::new(),
+            limits: Limits::default(),
+            state_dir: None,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: None,
+        }
+    }
+}
+
+impl TestHost {
+    /// Writes `manifest` (with `{wasm:NAME}` replaced by the built component's path)
+    /// into a temp dir and serves it.
+    pub async fn start(manifest: &str, opts: HostOptions) -> anyhow::Result<TestHost> {
+        init_logging();
+        let dir = tempfile::tempdir()?;
+        let mut text = manifest.to_string();
+        while let Some(start) = text.find("{wasm:") {
+            let end = start + text[start..].find('}').expect("closing brace");
+            let name = &text[start + 6..end];
+            let path = wasm(name);
+            text.replace_range(start..=end, &path.display().to_string());
+        }
+        let path = dir.path().join("spin.toml");
+        std::fs::write(&path, text)?;
+        let state_dir = opts
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join(".toaster"));
+        let host = toaster_host::start(
+            runtime(),
+            HostConfig {
+                manifest: path,
+                listen: opts.listen,
+                tls: opts.tls,
+                variables: opts.variables,
+                state_dir,
+                limits: opts.limits,
+            },
+        )
+        .await?;
+        let addr = host.addr();
+        Ok(TestHost {
+            host: Some(host),
+            base: format!("http://{addr}"),
+            addr,
+            dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(h) = self.host.take() {
+            h.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// The app's own manifest (spin.toml at the workspace root) with its sources made absolute.
+pub fn app_manifest() -> String {
+    let text = std::fs::read_to_string(workspace_root().join("spin.toml")).expect("spin.toml");
+    let target = target_dir();
+    text.replace(
+        "source = \"target/",
+        &format!("source = \"{}/", target.display()),
+    )
+}
