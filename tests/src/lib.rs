@@ -111,18 +111,25 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A database with every migration in schemas/sql applied.
     pub async fn new() -> TestDb {
-        let admin = admin_url().await;
-        let name = format!("toaster_test_{:016x}", rand::random::<u64>());
-        let url = database::create_database(&admin, &name)
-            .await
-            .expect("create the test database");
-        let mut client = database::connect(&url)
+        let db = Self::empty().await;
+        let mut client = database::connect(&db.url)
             .await
             .expect("connect to the test database");
         migrate::migrate(&mut client, &workspace_root().join("schemas/sql"))
             .await
             .expect("apply migrations");
+        db
+    }
+
+    /// A database with nothing in it.
+    pub async fn empty() -> TestDb {
+        let admin = admin_url().await;
+        let name = format!("toaster_test_{:016x}", rand::random::<u64>());
+        let url = database::create_database(&admin, &name)
+            .await
+            .expect("create the test database");
         TestDb { name, url, admin }
     }
 
@@ -252,4 +259,89 @@ pub fn app_manifest() -> String {
         "source = \"target/",
         &format!("source = \"{}/", target.display()),
     )
+}
+
+/// The real application (the workspace's spin.toml and its four components) served
+/// against a fresh database, with signing keys generated for the test.
+pub struct TestApp {
+    pub host: TestHost,
+    pub db: TestDb,
+    pub token_signing_key: String,
+    pub manifest_signing_key: String,
+    pub signer: toaster_core::token::TokenSigner,
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        Self::start_with(Limits::default(), BTreeMap::new()).await
+    }
+
+    /// `extra` adds or overrides application variables.
+    pub async fn start_with(limits: Limits, extra: BTreeMap<String, String>) -> TestApp {
+        let db = TestDb::new().await;
+        let token_signing_key = toaster_host::keys::new_token_secret();
+        let manifest_signing_key = toaster_host::keys::new_ed25519_pem();
+        let mut variables = BTreeMap::from([
+            ("db_url".to_string(), db.url.clone()),
+            ("db_host".to_string(), db.host_port()),
+            ("token_signing_key".to_string(), token_signing_key.clone()),
+            (
+                "manifest_signing_key".to_string(),
+                manifest_signing_key.clone(),
+            ),
+        ]);
+        variables.extend(extra);
+        let host = TestHost::start(
+            &app_manifest(),
+            HostOptions {
+                variables,
+                limits,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the app starts");
+        let signer =
+            toaster_core::token::TokenSigner::from_secret(&token_signing_key).expect("signer");
+        TestApp {
+            host,
+            db,
+            token_signing_key,
+            manifest_signing_key,
+            signer,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.host.url(path)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.host.http
+    }
+
+    /// An operator token, as `toaster token --role operator` mints it.
+    pub fn operator_token(&self) -> String {
+        self.signer
+            .mint(
+                &toaster_core::token::AccessClaims::operator("test"),
+                Duration::from_secs(600),
+            )
+            .expect("mint")
+    }
+
+    /// An admin token for `tenant`, minted directly with the signing key.
+    pub fn admin_token(&self, tenant: &str) -> String {
+        let tenant = toaster_core::ids::TenantId::parse(tenant).expect("tenant id");
+        self.signer
+            .mint(
+                &toaster_core::token::AccessClaims::admin(tenant, "test"),
+                Duration::from_secs(600),
+            )
+            .expect("mint")
+    }
+
+    pub async fn stop(self) {
+        self.host.stop().await;
+    }
 }

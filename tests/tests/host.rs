@@ -698,3 +698,104 @@ async fn healthz_follows_postgres() {
     assert!(r.headers().contains_key("retry-after"));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn serves_https_with_the_given_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let db = TestDb::new().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let h = TestHost::start(
+        PROBE_APP,
+        HostOptions {
+            variables: vars(&db),
+            tls: Some((cert_path, key_path)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the host");
+    tls.write_all(b"GET /wild/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("\"spin-full-url\":\"https://localhost/wild/x\""),
+        "{response}"
+    );
+
+    // Plain HTTP to a TLS listener gets nowhere.
+    let r = h.http.get(h.url("/probe/hello")).send().await;
+    assert!(r.is_err() || !r.unwrap().status().is_success());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_component_that_fails_to_compile_is_named_at_start() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.wasm");
+    std::fs::write(&bad, b"\0asm not really").unwrap();
+    let manifest = format!(
+        "{PROBE_APP}\n[[trigger.http]]\nroute = \"/broken/...\"\ncomponent = \"broken\"\n[component.broken]\nsource = \"{}\"\n",
+        bad.display()
+    );
+    let err = match TestHost::start(
+        &manifest,
+        HostOptions {
+            variables: vars(&db),
+            ..Default::default()
+        },
+    )
+    .await
+    {
+        Ok(_) => panic!("a broken component was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("\"broken\""), "{err}");
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+}
+
+/// DESIGN.md's platform contract: the app's components import only WASI 0.2 and the
+/// three Spin interfaces, and export only wasi:http/incoming-handler.
+#[test]
+fn app_components_import_only_the_platform_contract() {
+    let rt = toaster_tests::runtime();
+    for name in ["auth", "ingest", "ota", "aggregate"] {
+        let (imports, exports) =
+            toaster_host::runtime::component_interfaces(rt, &toaster_tests::wasm(name)).unwrap();
+        for i in &imports {
+            let ok = (i.starts_with("wasi:") && i.contains("@0.2."))
+                || toaster_host::runtime::ALLOWED_SPIN_IMPORTS.contains(&i.as_str());
+            assert!(ok, "{name} imports {i}");
+        }
+        assert_eq!(
+            exports,
+            vec!["wasi:http/incoming-handler@0.2.0".to_string()],
+            "{name}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 //! `toaster up` (see `main.rs`) and the end-to-end tests both start it through
 //! [`start`].
 
+pub mod bench;
 pub mod bindings;
 pub mod build;
 pub mod database;

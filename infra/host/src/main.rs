@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use toaster_core::token::{AccessClaims, Role, TokenSigner};
 use toaster_host::{
-    HostConfig, Limits, Runtime, build, database, keys, localpg, manifest::Manifest, migrate,
+    HostConfig, Limits, Runtime, bench, build, database, keys, localpg, manifest::Manifest, migrate,
 };
 
 #[derive(Parser)]
@@ -34,6 +34,15 @@ enum Command {
         database_url: String,
         #[arg(long, default_value = "schemas/sql")]
         dir: PathBuf,
+    },
+    /// Run benchmarks against native baselines in the same run (release builds only).
+    Bench {
+        /// Seconds (or e.g. 10s) per measurement.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Replace the figures in this markdown file (between `<!-- bench:host -->` markers).
+        #[arg(long)]
+        write: Option<PathBuf>,
     },
     /// Print an access token signed with the token signing key.
     Token {
@@ -136,6 +145,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::Migrate { database_url, dir } => migrate_cmd(&database_url, &dir).await,
+            Command::Bench { duration, write } => bench_cmd(duration, write).await,
             Command::Token {
                 role,
                 tenant,
@@ -164,6 +174,38 @@ async fn migrate_cmd(url: &str, dir: &Path) -> anyhow::Result<()> {
         report.applied.len(),
         report.already
     );
+    Ok(())
+}
+
+async fn bench_cmd(duration: Duration, write: Option<PathBuf>) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build; figures are meaningless. Use `cargo run --release -p toaster -- bench`."
+        );
+    }
+    let workspace = std::env::current_dir()?;
+    eprintln!(
+        "scenario host: hello component vs native hyper, {}s per point",
+        duration.as_secs()
+    );
+    let s = bench::host_scenario(&workspace, duration).await?;
+    let table = bench::host_table(&s);
+    let section = format!(
+        "Machine: {}. Command: `cargo run --release -p toaster -- bench --duration {}s`. Load generator: in-process, keep-alive HTTP/1.1 on 127.0.0.1, sharing the machine's cores with the server under test.\n\n{table}",
+        bench::machine(),
+        duration.as_secs()
+    );
+    println!("{section}");
+    if let Some(path) = write {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let (open, close) = ("<!-- bench:host -->", "<!-- /bench:host -->");
+        let new = match (text.find(open), text.find(close)) {
+            (Some(a), Some(b)) if a < b => format!("{}{open}\n{section}{}", &text[..a], &text[b..]),
+            _ => format!("{text}\n{open}\n{section}{close}\n"),
+        };
+        std::fs::write(&path, new).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -209,6 +251,15 @@ fn token_cmd(
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
+    // Fail fast on a taken port, before building or starting PostgreSQL.
+    if let Err(e) = std::net::TcpListener::bind(args.listen) {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            bail!(
+                "{} is already in use: stop the other server or pass --listen 127.0.0.1:<another port>",
+                args.listen
+            );
+        }
+    }
     let state_dir = args
         .state_dir
         .clone()

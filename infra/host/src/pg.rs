@@ -105,12 +105,20 @@ impl Drop for Connection {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
             if self.in_transaction {
-                tokio::spawn(async move {
-                    if client.batch_execute("ROLLBACK").await.is_err() {
-                        // A broken session must not go back to the pool.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            if client.batch_execute("ROLLBACK").await.is_err() {
+                                // A broken session must not go back to the pool.
+                                let _ = deadpool_postgres::Object::take(client);
+                            }
+                        });
+                    }
+                    // No runtime to roll back on: close the session instead.
+                    Err(_) => {
                         let _ = deadpool_postgres::Object::take(client);
                     }
-                });
+                }
             }
         }
     }

@@ -1,0 +1,105 @@
+use std::time::{Duration, Instant};
+
+use toaster_host::database::{self, DatabaseError};
+use toaster_tests::{TestDb, admin_url};
+
+#[tokio::test]
+async fn created_database_is_reachable_at_the_returned_url() {
+    let db = TestDb::empty().await;
+    let client = database::connect(&db.url).await.unwrap();
+    let row = client
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), db.name);
+    database::ping(&db.url).await.unwrap();
+}
+
+#[tokio::test]
+async fn dropped_database_is_gone_even_with_open_sessions() {
+    let name = format!("toaster_test_{:016x}", rand::random::<u64>());
+    let url = database::create_database(&admin_url().await, &name)
+        .await
+        .unwrap();
+    let open = database::connect(&url).await.unwrap();
+    database::drop_database(&admin_url().await, &name)
+        .await
+        .unwrap();
+    assert!(
+        open.simple_query("SELECT 1").await.is_err(),
+        "FORCE ends open sessions"
+    );
+    assert!(database::connect(&url).await.is_err());
+    // Dropping what is not there is fine.
+    database::drop_database(&admin_url().await, &name)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn creating_an_existing_database_says_so() {
+    let db = TestDb::empty().await;
+    let err = database::create_database(&admin_url().await, &db.name)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DatabaseError::AlreadyExists(ref n) if *n == db.name),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_names_are_refused_before_any_sql() {
+    for bad in [
+        "",
+        "Upper",
+        "semi;colon",
+        "quote\"",
+        "space d",
+        &"x".repeat(64),
+    ] {
+        let err = database::create_database("postgres://nobody@127.0.0.1:1/x", bad)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DatabaseError::InvalidName(_)), "{bad}: {err}");
+        let err = database::drop_database("postgres://nobody@127.0.0.1:1/x", bad)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DatabaseError::InvalidName(_)), "{bad}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn ping_fails_quickly_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let err = database::ping(&format!("postgres://postgres@127.0.0.1:{port}/postgres")).await;
+    assert!(err.is_err());
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn ping_times_out_on_a_server_that_never_answers() {
+    // Accepts connections and then says nothing, like a hung server.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let started = Instant::now();
+    let err = database::ping(&format!(
+        "postgres://postgres:secret@127.0.0.1:{port}/postgres"
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, DatabaseError::Timeout { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(!err.to_string().contains("secret"), "{err}");
+}
