@@ -258,13 +258,13 @@ fn token_cmd(
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
     // Fail fast on a taken port, before building or starting PostgreSQL.
-    if let Err(e) = std::net::TcpListener::bind(args.listen) {
-        if e.kind() == std::io::ErrorKind::AddrInUse {
-            bail!(
-                "{} is already in use: stop the other server or pass --listen 127.0.0.1:<another port>",
-                args.listen
-            );
-        }
+    if let Err(e) = std::net::TcpListener::bind(args.listen)
+        && e.kind() == std::io::ErrorKind::AddrInUse
+    {
+        bail!(
+            "{} is already in use: stop the other server or pass --listen 127.0.0.1:<another port>",
+            args.listen
+        );
     }
     let state_dir = args
         .state_dir
@@ -314,11 +314,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 .cloned()
                 .or_else(|| std::env::var("SPIN_VARIABLE_DB_URL").ok())
                 .unwrap_or_default();
-            if let Ok(cfg) = url.parse::<tokio_postgres::Config>() {
-                if let Some(tokio_postgres::config::Host::Tcp(h)) = cfg.get_hosts().first() {
-                    let port = cfg.get_ports().first().copied().unwrap_or(5432);
-                    variables.insert("db_host".into(), format!("{h}:{port}"));
-                }
+            if let Ok(cfg) = url.parse::<tokio_postgres::Config>()
+                && let Some(tokio_postgres::config::Host::Tcp(h)) = cfg.get_hosts().first()
+            {
+                let port = cfg.get_ports().first().copied().unwrap_or(5432);
+                variables.insert("db_host".into(), format!("{h}:{port}"));
             }
         }
     }

@@ -163,7 +163,7 @@ impl Manifest {
             if c.source.contains("://") {
                 bail!("component {id:?}: only local `source` paths are supported");
             }
-            for (k, _) in &c.variables {
+            for k in c.variables.keys() {
                 if !is_variable_name(k) {
                     bail!("component {id:?}: invalid variable name {k:?}");
                 }

@@ -164,15 +164,15 @@ impl Runtime {
         let component = Component::new(&self.engine, wasm)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{} is not a valid WebAssembly component", path.display()))?;
-        if let Some(cache) = cache {
-            if let Ok(bytes) = component.serialize() {
-                if let Some(dir) = cache.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
-                if std::fs::write(&tmp, bytes).is_ok() {
-                    let _ = std::fs::rename(&tmp, cache);
-                }
+        if let Some(cache) = cache
+            && let Ok(bytes) = component.serialize()
+        {
+            if let Some(dir) = cache.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, cache);
             }
         }
         Ok(component)

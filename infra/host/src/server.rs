@@ -190,10 +190,9 @@ async fn route(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
     {
-        if len > limit as u64 {
-            return (problem::too_large(limit), None);
-        }
+        return (problem::too_large(limit), None);
     }
     let Ok(_permit) = permits.acquire().await else {
         return (problem::unavailable("the server is shutting down"), None);
