@@ -1,4 +1,24 @@
-//! What every Toaster component shares on top of spin-sdk: turning outcomes into HTTP
-//! responses. Domain rules live in `toaster-core`; this crate owns only the platform edge.
+//! What every Toaster component shares on top of spin-sdk. Domain rules live in
+//! `toaster-core`; this crate owns only the platform edge:
+//!
+//! - [`respond`]: `Problem` → problem+json responses (with `WWW-Authenticate` on 401 and
+//!   `Retry-After` on 429/503), JSON bodies;
+//! - [`auth`]: `authenticate(&req, &[Role])` → the verified [`auth::Caller`]: bearer
+//!   token, role, device revocation and the per-device rate limit;
+//! - [`body`]: typed JSON request bodies (415, 413, 400, 422 with JSON pointers);
+//! - [`query`]: query-string parameters, `limit` and cursors;
+//! - [`db`]: the `db_url` PostgreSQL connection, its errors as problems (503 when
+//!   unreachable), transactions, typed row values;
+//! - [`kv`]: every key-value key and the shape of its value;
+//! - [`time`]: the clock and RFC 3339 output.
+//!
+//! A handler reads: `authenticate` → `body::json` → `core` → `db`/`kv` → `respond`,
+//! returning `Result<Response, Problem>`; the entry point ends in `respond::outcome`.
 
+pub mod auth;
+pub mod body;
+pub mod db;
+pub mod kv;
+pub mod query;
 pub mod respond;
+pub mod time;

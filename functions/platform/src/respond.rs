@@ -1,42 +1,45 @@
-//! HTTP responses: `application/problem+json` (RFC 9457) errors and JSON bodies.
+//! HTTP responses: `application/problem+json` (RFC 9457) errors, rendered from
+//! `toaster_core::problem::Problem`, and JSON bodies.
 //!
 //! Every builder here is infallible: a body that cannot be serialised becomes a fixed
 //! 500 problem instead of a panic, so handlers never need `unwrap`.
+//!
+//! A handler returns `Result<Response, Problem>` and the component's entry point ends
+//! with [`outcome`]. [`problem`] adds the headers a problem needs: `WWW-Authenticate`
+//! on every 401 and `Retry-After` whenever [`Problem::retry_after`] is set (429, 503).
 
 use serde::Serialize;
 use spin_sdk::http::{Method, Response};
+use toaster_core::problem::{self as core_problem, Problem};
 
 /// Prefix of every problem `type` URI; the suffix names the problem (`not-found`, ...).
 pub const PROBLEM_TYPE_BASE: &str = "https://toaster.dev/problems/";
 /// Media type of every error body.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub const PROBLEM_JSON: &str = core_problem::CONTENT_TYPE;
 /// Media type of every success body.
 pub const JSON: &str = "application/json";
 
 /// Sent when a body cannot be serialised. Written out by hand so that building it cannot fail.
 const SERIALISATION_FAILED: &str = r#"{"type":"https://toaster.dev/problems/internal","title":"Internal Server Error","status":500,"detail":"the response could not be serialised"}"#;
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
+/// The response for a problem, with its headers (`WWW-Authenticate`, `Retry-After`).
+pub fn problem(problem: &Problem) -> Response {
+    let mut builder = Response::builder();
+    builder
+        .status(problem.status)
+        .header("content-type", PROBLEM_JSON);
+    if problem.status == 401 {
+        builder.header("www-authenticate", core_problem::WWW_AUTHENTICATE);
+    }
+    if let Some(seconds) = problem.retry_after {
+        builder.header("retry-after", seconds.to_string());
+    }
+    builder.body(problem.to_json()).build()
 }
 
-/// A problem+json response: `type` is [`PROBLEM_TYPE_BASE`] followed by `type_suffix`.
-pub fn problem(status: u16, type_suffix: &str, title: &str, detail: &str) -> Response {
-    let body = Problem {
-        kind: format!("{PROBLEM_TYPE_BASE}{type_suffix}"),
-        title,
-        status,
-        detail,
-    };
-    match serde_json::to_vec(&body) {
-        Ok(bytes) => with_body(status, PROBLEM_JSON, bytes),
-        Err(_) => serialisation_failed(),
-    }
+/// The response of a handler: its own on success, the problem's otherwise.
+pub fn outcome(result: Result<Response, Problem>) -> Response {
+    result.unwrap_or_else(|p| problem(&p))
 }
 
 /// A JSON response with `body` serialised as it is.
@@ -47,14 +50,46 @@ pub fn json<T: Serialize + ?Sized>(status: u16, body: &T) -> Response {
     }
 }
 
-/// 404 for a request that no route of the component matches.
+/// A response without a body, such as 204.
+pub fn empty(status: u16) -> Response {
+    Response::builder().status(status).body(Vec::new()).build()
+}
+
+/// 500 with a fixed body. Log the cause (without secrets) before returning it; the
+/// client learns nothing but that it was our fault.
+pub fn internal() -> Problem {
+    Problem {
+        type_: format!("{PROBLEM_TYPE_BASE}internal"),
+        title: "Internal Server Error".to_owned(),
+        status: 500,
+        detail: None,
+        errors: Vec::new(),
+        retry_after: None,
+    }
+}
+
+/// 405: the path exists but not with this method.
+pub fn method_not_allowed(method: &Method) -> Problem {
+    Problem {
+        type_: format!("{PROBLEM_TYPE_BASE}method-not-allowed"),
+        title: "Method not allowed".to_owned(),
+        status: 405,
+        detail: Some(format!("{method} is not allowed on this resource")),
+        errors: Vec::new(),
+        retry_after: None,
+    }
+}
+
+/// 404 for a request that no route of the component matches. The path is cut to 200
+/// characters, so a hostile path does not grow the response.
 pub fn no_route(method: &Method, path: &str) -> Response {
-    problem(
-        404,
-        "not-found",
-        "Not Found",
-        &format!("no route for {method} {path}"),
-    )
+    problem(&no_route_problem(method, path))
+}
+
+/// The problem behind [`no_route`].
+pub fn no_route_problem(method: &Method, path: &str) -> Problem {
+    let shown: String = path.chars().take(200).collect();
+    Problem::not_found().with_detail(format!("no route for {method} {shown}"))
 }
 
 fn with_body(status: u16, content_type: &str, body: Vec<u8>) -> Response {
@@ -78,15 +113,15 @@ mod tests {
         serde_json::from_slice(response.body()).unwrap_or(Value::Null)
     }
 
-    fn content_type(response: &Response) -> Option<&str> {
-        response.header("content-type").and_then(|v| v.as_str())
+    fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+        response.header(name).and_then(|v| v.as_str())
     }
 
     #[test]
     fn problem_has_rfc9457_members_and_media_type() {
-        let response = problem(409, "conflict", "Conflict", "device exists");
+        let response = problem(&Problem::conflict("device exists"));
         assert_eq!(*response.status(), 409);
-        assert_eq!(content_type(&response), Some(PROBLEM_JSON));
+        assert_eq!(header(&response, "content-type"), Some(PROBLEM_JSON));
         assert_eq!(
             body_json(&response),
             json!({
@@ -96,16 +131,46 @@ mod tests {
                 "detail": "device exists",
             })
         );
+        assert_eq!(header(&response, "www-authenticate"), None);
+        assert_eq!(header(&response, "retry-after"), None);
     }
 
     #[test]
-    fn no_route_names_method_and_path() {
+    fn unauthorized_carries_www_authenticate() {
+        let response = problem(&Problem::unauthorized());
+        assert_eq!(*response.status(), 401);
+        assert_eq!(
+            header(&response, "www-authenticate"),
+            Some(core_problem::WWW_AUTHENTICATE)
+        );
+    }
+
+    #[test]
+    fn retry_after_travels_as_a_header_not_in_the_body() {
+        for p in [Problem::too_many_requests(17), Problem::unavailable(17)] {
+            let response = problem(&p);
+            assert_eq!(header(&response, "retry-after"), Some("17"));
+            assert_eq!(body_json(&response).get("retry_after"), None);
+        }
+    }
+
+    #[test]
+    fn outcome_renders_either_side() {
+        assert_eq!(*outcome(Ok(empty(204))).status(), 204);
+        assert_eq!(*outcome(Err(Problem::forbidden())).status(), 403);
+    }
+
+    #[test]
+    fn no_route_names_method_and_path_and_bounds_it() {
         let response = no_route(&Method::Delete, "/v1/ota/x");
         assert_eq!(*response.status(), 404);
         assert_eq!(
             body_json(&response)["detail"],
             json!("no route for DELETE /v1/ota/x")
         );
+        let long = format!("/{}", "a".repeat(5000));
+        let detail = no_route_problem(&Method::Get, &long).detail.unwrap();
+        assert!(detail.len() < 300);
     }
 
     #[test]
@@ -114,7 +179,7 @@ mod tests {
         let body: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
         let response = json(200, &body);
         assert_eq!(*response.status(), 500);
-        assert_eq!(content_type(&response), Some(PROBLEM_JSON));
+        assert_eq!(header(&response, "content-type"), Some(PROBLEM_JSON));
         assert_eq!(body_json(&response)["status"], json!(500));
     }
 
@@ -122,7 +187,7 @@ mod tests {
     fn json_sets_status_and_media_type() {
         let response = json(201, &json!({"id": 7}));
         assert_eq!(*response.status(), 201);
-        assert_eq!(content_type(&response), Some(JSON));
+        assert_eq!(header(&response, "content-type"), Some(JSON));
         assert_eq!(body_json(&response), json!({"id": 7}));
     }
 }

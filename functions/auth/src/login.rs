@@ -1,0 +1,329 @@
+//! Device login: `POST /v1/auth/token` exchanges an RFC 7523 JWT-bearer assertion,
+//! signed with the device's private key, for a short-lived access token.
+//!
+//! The body is the OAuth 2.0 form (`application/x-www-form-urlencoded`:
+//! `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=…`) or the same
+//! two fields as JSON. Steps:
+//!
+//! 1. `peek_assertion`: the tenant (`iss`) and device (`sub`) it claims, unverified;
+//! 2. the device's status and keys (`current`, and `pending` during a rotation);
+//! 3. `verify_assertion` against the pending key, then the current one;
+//! 4. the per-device rate limit (429, the only refusal that says why: the caller has
+//!    just proven who it is);
+//! 5. replay: the `jti` must not be in `jti:{tenant}:{device}` unexpired; it is added
+//!    until the assertion's own expiry. If the store cannot be read, 503: better no
+//!    login than a replayable one;
+//! 6. signed by the pending key → the rotation completes (generation + 1);
+//! 7. an HS256 access token with the device's key generation, valid
+//!    [`ACCESS_TOKEN_TTL_SECS`].
+//!
+//! Every refusal in 1–3 and 5 is the same 401 body; the reason goes to the log only.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use spin_sdk::http::{Request, Response};
+use toaster_core::assertion::{AssertionError, DevicePublicKey, peek_assertion, verify_assertion};
+use toaster_core::ids::{DeviceId, TenantId};
+use toaster_core::problem::Problem;
+use toaster_core::token::{AccessClaims, Role};
+use toaster_platform::auth::{self, RateLimit};
+use toaster_platform::db::{self, Db};
+use toaster_platform::kv::{self, DeviceStatus, SeenAssertions};
+use toaster_platform::query::Query;
+use toaster_platform::{body, respond, time};
+
+use crate::audit::{self, Actor};
+use crate::devices;
+
+/// Device access tokens live 15 minutes: short enough that a stolen one is soon
+/// useless even without revocation, long enough that a device signs an assertion only
+/// a few times an hour.
+pub const ACCESS_TOKEN_TTL_SECS: u64 = 15 * 60;
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Unexpired `jti`s remembered per device. A device needs a handful an hour; more
+/// means a loop or an attack, and is refused rather than forgotten.
+const MAX_SEEN_ASSERTIONS: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    grant_type: String,
+    assertion: String,
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+fn refused() -> Problem {
+    Problem::unauthorized().with_detail("invalid client assertion")
+}
+
+fn refuse_because(tenant: &str, device: &str, why: &str) -> Problem {
+    eprintln!("auth: login refused for {tenant}/{device}: {why}");
+    refused()
+}
+
+/// `POST /v1/auth/token`
+pub fn exchange(req: &Request) -> Result<Response, Problem> {
+    let assertion = read_assertion(req)?;
+    let claimed = peek_assertion(&assertion).map_err(|e| {
+        eprintln!("auth: login refused: {:?}", e.rejection());
+        refused()
+    })?;
+    let (tenant, device) = (claimed.iss, claimed.sub);
+    let now = time::now_secs();
+
+    let db = Db::open()?;
+    let record = load_login_record(&db, &tenant, &device)?
+        .ok_or_else(|| refuse_because(tenant.as_str(), device.as_str(), "unknown device"))?;
+    if record.status != DeviceStatus::Active {
+        return Err(refuse_because(
+            tenant.as_str(),
+            device.as_str(),
+            record.status.as_str(),
+        ));
+    }
+    let reason = |e: AssertionError| {
+        refuse_because(
+            tenant.as_str(),
+            device.as_str(),
+            &format!("{:?}", e.rejection()),
+        )
+    };
+    let (verified, by_pending) = match &record.pending {
+        Some(pending) => {
+            match verify_assertion(&assertion, std::slice::from_ref(pending), &tenant, now) {
+                Ok(verified) => (verified, true),
+                Err(_) => (
+                    verify_assertion(&assertion, &record.current, &tenant, now).map_err(reason)?,
+                    false,
+                ),
+            }
+        }
+        None => (
+            verify_assertion(&assertion, &record.current, &tenant, now).map_err(reason)?,
+            false,
+        ),
+    };
+
+    auth::check_rate(&RateLimit::from_variable(), &tenant, &device, now)?;
+    remember_jti(
+        &tenant,
+        &device,
+        &verified.jti,
+        verified.ttl_remaining(now),
+        now,
+    )?;
+
+    let mut generation = record.key_generation;
+    if by_pending {
+        generation = db.transaction(|db| {
+            let (status, generation) = devices::lock(db, &tenant, &device)?
+                .ok_or_else(|| refuse_because(tenant.as_str(), device.as_str(), "gone"))?;
+            if status != DeviceStatus::Active {
+                return Err(refuse_because(
+                    tenant.as_str(),
+                    device.as_str(),
+                    status.as_str(),
+                ));
+            }
+            // Another login may have completed it a moment ago.
+            let Some(fingerprint) = devices::complete_rotation(db, &tenant, &device)? else {
+                return Ok(generation);
+            };
+            db.execute(
+                "UPDATE devices SET key_generation = $3, updated_at = now() \
+                 WHERE tenant_id = $1 AND device_id = $2",
+                &[
+                    db::text(tenant.as_str()),
+                    db::text(device.as_str()),
+                    db::int8(generation + 1),
+                ],
+            )?;
+            audit::record(
+                db,
+                &tenant,
+                &Actor {
+                    role: "device",
+                    name: device.as_str(),
+                },
+                "device.key_rotated",
+                device.as_str(),
+                json!({"fingerprint": fingerprint, "completed_by": "device login"}),
+            )?;
+            Ok(generation + 1)
+        })?;
+    }
+    // Write-through: the device's first call with this token needs no database read.
+    devices::cache_state(&tenant, &device, DeviceStatus::Active, generation);
+
+    let claims = AccessClaims::device(
+        tenant.clone(),
+        &device,
+        u64::try_from(generation).unwrap_or(0),
+    );
+    let token = auth::signer()?
+        .mint(&claims, Duration::from_secs(ACCESS_TOKEN_TTL_SECS))
+        .map_err(|e| {
+            eprintln!("auth: cannot mint a device token: {e}");
+            respond::internal()
+        })?;
+    let mut response = respond::json(
+        200,
+        &TokenResponse {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: ACCESS_TOKEN_TTL_SECS,
+        },
+    );
+    response.set_header("cache-control", "no-store");
+    Ok(response)
+}
+
+/// `GET /v1/auth/me`: who the bearer token says the caller is, after every check a
+/// device's call to any component gets (revocation, rate limit). For clients to test
+/// their credentials.
+pub fn whoami(req: &Request) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Operator, Role::Admin, Role::Device])?;
+    Ok(respond::json(
+        200,
+        &json!({
+            "role": caller.role,
+            "subject": caller.subject,
+            "tenant_id": caller.tenant().ok(),
+            "key_generation": caller.key_generation,
+            "expires_at": time::rfc3339_ms(i64::try_from(caller.expires_at).unwrap_or(i64::MAX / 1000) * 1000),
+        }),
+    ))
+}
+
+/// The assertion from the form or JSON body; 400 for a wrong `grant_type`.
+fn read_assertion(req: &Request) -> Result<String, Problem> {
+    let content_type = req
+        .header("content-type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    let (grant_type, assertion) =
+        if media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            if req.body().len() > MAX_BODY_BYTES {
+                return Err(Problem::payload_too_large(MAX_BODY_BYTES));
+            }
+            let text = std::str::from_utf8(req.body())
+                .map_err(|_| Problem::bad_request("the form body is not UTF-8"))?;
+            let mut form = Query::parse_limited(text, MAX_BODY_BYTES)?;
+            // OAuth clients may send more (client_id, scope); they are ignored.
+            (form.take("grant_type")?, form.take("assertion")?)
+        } else if body::is_json(content_type) {
+            let request: JsonRequest = body::json_limited(req, MAX_BODY_BYTES)?;
+            (Some(request.grant_type), Some(request.assertion))
+        } else {
+            return Err(Problem::unsupported_media_type(
+                "application/x-www-form-urlencoded or application/json",
+            ));
+        };
+    match grant_type.as_deref() {
+        Some(GRANT_TYPE) => {}
+        Some(_) => {
+            return Err(Problem::bad_request(format!(
+                "grant_type must be {GRANT_TYPE}"
+            )));
+        }
+        None => return Err(Problem::bad_request("grant_type is required")),
+    }
+    assertion
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| Problem::bad_request("assertion is required"))
+}
+
+struct LoginRecord {
+    status: DeviceStatus,
+    key_generation: i64,
+    current: Vec<DevicePublicKey>,
+    pending: Option<DevicePublicKey>,
+}
+
+/// The device's status, generation and keys in one round trip.
+fn load_login_record(
+    db: &Db,
+    tenant: &TenantId,
+    device: &DeviceId,
+) -> Result<Option<LoginRecord>, Problem> {
+    let rows = db.query(
+        "SELECT d.status, d.key_generation, k.state, k.public_key_pem \
+         FROM devices d LEFT JOIN device_keys k \
+           ON k.tenant_id = d.tenant_id AND k.device_id = d.device_id \
+         WHERE d.tenant_id = $1 AND d.device_id = $2",
+        &[db::text(tenant.as_str()), db::text(device.as_str())],
+    )?;
+    let Some(first) = rows.rows.first() else {
+        return Ok(None);
+    };
+    let status: String = db::column(first, 0)?;
+    let mut record = LoginRecord {
+        status: DeviceStatus::parse(&status).ok_or_else(respond::internal)?,
+        key_generation: db::column(first, 1)?,
+        current: Vec::new(),
+        pending: None,
+    };
+    for row in &rows.rows {
+        let state: Option<String> = db::column(row, 2)?;
+        let pem: Option<String> = db::column(row, 3)?;
+        let (Some(state), Some(pem)) = (state, pem) else {
+            continue;
+        };
+        let key = DevicePublicKey::from_pem(&pem).map_err(|e| {
+            eprintln!("auth: a stored device key does not parse: {e}");
+            respond::internal()
+        })?;
+        match state.as_str() {
+            "pending" => record.pending = Some(key),
+            _ => record.current.push(key),
+        }
+    }
+    Ok(Some(record))
+}
+
+/// Refuses a `jti` seen within its lifetime and remembers this one for `ttl_secs`.
+fn remember_jti(
+    tenant: &TenantId,
+    device: &DeviceId,
+    jti: &str,
+    ttl_secs: u64,
+    now: u64,
+) -> Result<(), Problem> {
+    let key = kv::jti_key(tenant, device);
+    let unavailable = |e: kv::KvError| {
+        eprintln!("auth: replay cache unavailable: {}", kv::describe(&e));
+        Problem::unavailable(db::RETRY_AFTER_SECS)
+            .with_detail("the replay cache is unavailable; retry later")
+    };
+    let store = kv::open().map_err(unavailable)?;
+    let mut seen: SeenAssertions = kv::get_json(&store, &key)
+        .map_err(unavailable)?
+        .unwrap_or_default();
+    seen.retain(|_, until| *until > now);
+    if seen.contains_key(jti) {
+        return Err(refuse_because(
+            tenant.as_str(),
+            device.as_str(),
+            "jti replayed",
+        ));
+    }
+    if seen.len() >= MAX_SEEN_ASSERTIONS {
+        eprintln!(
+            "auth: {tenant}/{device} exchanged {MAX_SEEN_ASSERTIONS} assertions within their lifetime"
+        );
+        return Err(Problem::too_many_requests(60)
+            .with_detail("too many assertions exchanged; wait for older ones to expire"));
+    }
+    seen.insert(jti.to_owned(), now.saturating_add(ttl_secs));
+    kv::set_json(&store, &key, &seen).map_err(unavailable)
+}

@@ -1,0 +1,430 @@
+//! Who is calling: the one access-token check every component runs.
+//!
+//! ```ignore
+//! let caller = auth::authenticate(&req, &[Role::Device])?;
+//! let tenant = caller.tenant()?;          // from the verified token, never the request
+//! let device = caller.device();           // Some(..) for device tokens
+//! ```
+//!
+//! [`authenticate`] does, in order:
+//!
+//! 1. `Authorization: Bearer <token>`: missing or malformed → 401 (with
+//!    `WWW-Authenticate`, added by [`crate::respond::problem`]);
+//! 2. HS256 verification with the `token_signing_key` variable
+//!    ([`toaster_core::token::TokenSigner`]): signature, `iss`/`aud`, expiry → 401;
+//! 3. role: not among those allowed → 403;
+//! 4. device tokens only: revocation. The device's status and key generation are read
+//!    from the key-value store (`device:{tenant}:{device}`, see [`crate::kv`]), from
+//!    PostgreSQL on a miss or when the entry is older than
+//!    [`DEVICE_CACHE_MAX_AGE_MS`] (then cached). A device that is not active, is
+//!    unknown, or whose generation differs from the token's → 401. The `auth`
+//!    component rewrites the entry on every change, so a disabled device's tokens are
+//!    refused on their next call; the age bound caps the damage of a lost write.
+//! 5. device tokens only: the per-device rate limit ([`RateLimit`], variable
+//!    `device_rate_limit`, e.g. `600/60s`), counted under `rate:{tenant}:{device}`;
+//!    over budget → 429 with `Retry-After` = seconds to the end of the window. The
+//!    count is a read-modify-write, not atomic: under heavy concurrency of one device
+//!    it may let a few more requests through than the budget. It never blocks
+//!    another device. If the store fails, requests are let through (logged).
+//!
+//! A component that authenticates device tokens needs `db_url`, `token_signing_key`
+//! and `device_rate_limit` in its `[component.X.variables]` and the `default`
+//! key-value store.
+
+use spin_sdk::http::Request;
+use spin_sdk::variables;
+use toaster_core::ids::{DeviceId, TenantId};
+use toaster_core::problem::Problem;
+use toaster_core::token::{Role, TokenError, TokenSigner, VerifiedToken, require_role};
+
+use crate::db::{self, Db};
+use crate::kv::{self, DeviceState, DeviceStatus, RateWindow};
+use crate::respond;
+use crate::time;
+
+/// The variable holding the HS256 secret.
+pub const TOKEN_SIGNING_KEY_VARIABLE: &str = "token_signing_key";
+/// The variable holding the per-device rate limit, `<requests>/<seconds>s`.
+pub const RATE_LIMIT_VARIABLE: &str = "device_rate_limit";
+/// A cached device state older than this is re-read from PostgreSQL.
+pub const DEVICE_CACHE_MAX_AGE_MS: i64 = 30_000;
+
+/// The verified bearer of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    /// The operator's or admin's name, or the device id.
+    pub subject: String,
+    tenant: Option<TenantId>,
+    device: Option<DeviceId>,
+    /// The token's `gen` (devices only).
+    pub key_generation: Option<u64>,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+impl Caller {
+    fn from_token(token: VerifiedToken) -> Caller {
+        let device = token.claims.device_id();
+        Caller {
+            role: token.claims.role,
+            subject: token.claims.sub,
+            tenant: token.claims.tenant,
+            device,
+            key_generation: token.claims.key_generation,
+            expires_at: token.expires_at,
+        }
+    }
+
+    /// The caller's tenant: every query filters by it. Operators have none (403).
+    pub fn tenant(&self) -> Result<&TenantId, Problem> {
+        self.tenant
+            .as_ref()
+            .ok_or_else(|| Problem::forbidden().with_detail("this endpoint belongs to a tenant"))
+    }
+
+    /// The device a device token speaks for; `None` for operators and admins.
+    pub fn device(&self) -> Option<&DeviceId> {
+        self.device.as_ref()
+    }
+}
+
+/// Verifies the request's bearer token, its role, and for devices revocation and the
+/// rate limit. See the module documentation.
+pub fn authenticate(req: &Request, allowed: &[Role]) -> Result<Caller, Problem> {
+    let token = bearer(req)?;
+    let verified = signer()?.verify(token).map_err(|e| match e {
+        TokenError::Rejected(rejection) => {
+            eprintln!("auth: access token refused: {rejection:?}");
+            Problem::unauthorized().with_detail("invalid or expired access token")
+        }
+        other => {
+            eprintln!("auth: cannot verify access tokens: {other}");
+            respond::internal()
+        }
+    })?;
+    require_role(&verified, allowed)
+        .map_err(|e| Problem::forbidden().with_detail(e.to_string()))?;
+    let caller = Caller::from_token(verified);
+    if caller.role == Role::Device {
+        let (Some(tenant), Some(device), Some(generation)) =
+            (&caller.tenant, &caller.device, caller.key_generation)
+        else {
+            // TokenSigner::verify guarantees all three for device tokens.
+            return Err(Problem::unauthorized());
+        };
+        check_not_revoked(tenant, device, generation)?;
+        check_rate(
+            &RateLimit::from_variable(),
+            tenant,
+            device,
+            time::now_secs(),
+        )?;
+    }
+    Ok(caller)
+}
+
+/// The token of an `Authorization: Bearer` header; 401 if missing or malformed.
+pub fn bearer(req: &Request) -> Result<&str, Problem> {
+    let header = req
+        .header("authorization")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| Problem::unauthorized().with_detail("a bearer token is required"))?;
+    parse_bearer(header).ok_or_else(|| {
+        Problem::unauthorized().with_detail("the Authorization header must be `Bearer <token>`")
+    })
+}
+
+fn parse_bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
+}
+
+/// The deployment's token signer, from the `token_signing_key` variable. A missing or
+/// short key is a deployment error: logged, 500.
+pub fn signer() -> Result<TokenSigner, Problem> {
+    let secret = variables::get(TOKEN_SIGNING_KEY_VARIABLE).map_err(|e| {
+        eprintln!("auth: cannot read {TOKEN_SIGNING_KEY_VARIABLE}: {e:?}");
+        respond::internal()
+    })?;
+    TokenSigner::from_secret(&secret).map_err(|e| {
+        eprintln!("auth: {TOKEN_SIGNING_KEY_VARIABLE} is unusable: {e}");
+        respond::internal()
+    })
+}
+
+fn check_not_revoked(tenant: &TenantId, device: &DeviceId, generation: u64) -> Result<(), Problem> {
+    match device_state(tenant, device)? {
+        Some(state)
+            if state.status == DeviceStatus::Active && state.key_generation == generation =>
+        {
+            Ok(())
+        }
+        state => {
+            eprintln!(
+                "auth: device token refused for {tenant}/{device}: {state:?}, token gen {generation}"
+            );
+            Err(Problem::unauthorized().with_detail("invalid or expired access token"))
+        }
+    }
+}
+
+/// The device's status and key generation: from the key-value store when fresh, else
+/// from PostgreSQL (and then cached). `None`: no such device.
+pub fn device_state(tenant: &TenantId, device: &DeviceId) -> Result<Option<DeviceState>, Problem> {
+    let now = time::now_ms();
+    let key = kv::device_key(tenant, device);
+    let store = match kv::open() {
+        Ok(store) => Some(store),
+        Err(e) => {
+            eprintln!("auth: key-value store unavailable: {}", kv::describe(&e));
+            None
+        }
+    };
+    if let Some(store) = &store {
+        match kv::get_json::<DeviceState>(store, &key) {
+            Ok(Some(state)) if is_fresh(&state, now) => return Ok(Some(state)),
+            Ok(_) => {}
+            Err(e) => eprintln!("auth: cannot read {key}: {}", kv::describe(&e)),
+        }
+    }
+    let db = Db::open()?;
+    let state = load_device_state(&db, tenant, device)?;
+    if let (Some(store), Some(state)) = (&store, &state)
+        && let Err(e) = kv::set_json(store, &key, state)
+    {
+        eprintln!("auth: cannot cache {key}: {}", kv::describe(&e));
+    }
+    Ok(state)
+}
+
+fn is_fresh(state: &DeviceState, now_ms: i64) -> bool {
+    let age = now_ms - state.checked_ms;
+    (0..=DEVICE_CACHE_MAX_AGE_MS).contains(&age)
+}
+
+/// Reads `devices.status` and `devices.key_generation` (stamped now).
+pub fn load_device_state(
+    db: &Db,
+    tenant: &TenantId,
+    device: &DeviceId,
+) -> Result<Option<DeviceState>, Problem> {
+    let rows = db.query(
+        "SELECT status, key_generation FROM devices WHERE tenant_id = $1 AND device_id = $2",
+        &[db::text(tenant.as_str()), db::text(device.as_str())],
+    )?;
+    let Some(row) = rows.rows.first() else {
+        return Ok(None);
+    };
+    let status: String = db::column(row, 0)?;
+    let generation: i64 = db::column(row, 1)?;
+    let status = DeviceStatus::parse(&status).ok_or_else(|| {
+        eprintln!("auth: unknown device status in the database");
+        respond::internal()
+    })?;
+    Ok(Some(DeviceState {
+        status,
+        key_generation: u64::try_from(generation).unwrap_or(0),
+        checked_ms: time::now_ms(),
+    }))
+}
+
+/// Writes the device's state to the cache after a change committed in PostgreSQL, so
+/// its outstanding tokens are judged by the new state on their next call. Best effort:
+/// a failure is logged, and [`DEVICE_CACHE_MAX_AGE_MS`] bounds its effect.
+pub fn cache_device_state(tenant: &TenantId, device: &DeviceId, state: &DeviceState) {
+    let key = kv::device_key(tenant, device);
+    let result = kv::open().and_then(|store| {
+        kv::set_json(&store, &key, state).inspect_err(|_| {
+            // A stale entry is worse than none: try to remove it.
+            let _ = store.delete(&key);
+        })
+    });
+    if let Err(e) = result {
+        eprintln!("auth: cannot update {key}: {}", kv::describe(&e));
+    }
+}
+
+/// A budget of `requests` per window of `window_secs` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub window_secs: u32,
+}
+
+impl RateLimit {
+    /// Used when the variable is not granted to the component or cannot be read.
+    pub const DEFAULT: RateLimit = RateLimit {
+        requests: 600,
+        window_secs: 60,
+    };
+
+    /// `600/60s` (or `600/60`): 600 requests per 60 seconds. Both numbers at least 1;
+    /// the window at most a day.
+    pub fn parse(text: &str) -> Option<RateLimit> {
+        let (requests, window) = text.trim().split_once('/')?;
+        let requests: u32 = requests.trim().parse().ok()?;
+        let window = window.trim();
+        let window: u32 = window.strip_suffix('s').unwrap_or(window).parse().ok()?;
+        (requests >= 1 && (1..=86_400).contains(&window)).then_some(RateLimit {
+            requests,
+            window_secs: window,
+        })
+    }
+
+    /// From the `device_rate_limit` variable; [`RateLimit::DEFAULT`] if it is not
+    /// granted, and (logged) if it does not parse.
+    pub fn from_variable() -> RateLimit {
+        match variables::get(RATE_LIMIT_VARIABLE) {
+            Ok(text) => RateLimit::parse(&text).unwrap_or_else(|| {
+                eprintln!("auth: {RATE_LIMIT_VARIABLE} must look like 600/60s; using the default");
+                RateLimit::DEFAULT
+            }),
+            Err(_) => RateLimit::DEFAULT,
+        }
+    }
+
+    /// Counts one request at `now_secs` against `current`: the window to store, or
+    /// the seconds until the client may retry.
+    pub fn decide(&self, current: Option<RateWindow>, now_secs: u64) -> Result<RateWindow, u32> {
+        let window_secs = u64::from(self.window_secs);
+        let window = now_secs / window_secs;
+        let count = match current {
+            Some(current) if current.window == window => current.count,
+            _ => 0,
+        };
+        if count >= self.requests {
+            let window_end = (window + 1) * window_secs;
+            let retry_after = window_end.saturating_sub(now_secs).max(1);
+            return Err(u32::try_from(retry_after).unwrap_or(u32::MAX));
+        }
+        Ok(RateWindow {
+            window,
+            count: count + 1,
+        })
+    }
+}
+
+/// Counts one request of `device` against `limit`; 429 with `Retry-After` when over.
+pub fn check_rate(
+    limit: &RateLimit,
+    tenant: &TenantId,
+    device: &DeviceId,
+    now_secs: u64,
+) -> Result<(), Problem> {
+    let key = kv::rate_key(tenant, device);
+    let store = match kv::open() {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!(
+                "auth: rate limit not counted, store unavailable: {}",
+                kv::describe(&e)
+            );
+            return Ok(());
+        }
+    };
+    let current = kv::get_json::<RateWindow>(&store, &key).unwrap_or_else(|e| {
+        eprintln!("auth: cannot read {key}: {}", kv::describe(&e));
+        None
+    });
+    match limit.decide(current, now_secs) {
+        Ok(next) => {
+            if let Err(e) = kv::set_json(&store, &key, &next) {
+                eprintln!("auth: cannot count in {key}: {}", kv::describe(&e));
+            }
+            Ok(())
+        }
+        Err(retry_after) => Err(Problem::too_many_requests(retry_after).with_detail(format!(
+            "this device may make {} requests per {} s",
+            limit.requests, limit.window_secs
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_strict() {
+        assert_eq!(parse_bearer("Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(parse_bearer("bearer  abc"), Some("abc"));
+        assert_eq!(parse_bearer("Basic abc"), None);
+        assert_eq!(parse_bearer("Bearer"), None);
+        assert_eq!(parse_bearer("Bearer "), None);
+        assert_eq!(parse_bearer("Bearer a b"), None);
+        assert_eq!(parse_bearer("abc"), None);
+    }
+
+    #[test]
+    fn rate_limit_parses_the_variable() {
+        assert_eq!(
+            RateLimit::parse("600/60s"),
+            Some(RateLimit {
+                requests: 600,
+                window_secs: 60
+            })
+        );
+        assert_eq!(
+            RateLimit::parse(" 5 / 1 "),
+            Some(RateLimit {
+                requests: 5,
+                window_secs: 1
+            })
+        );
+        for bad in [
+            "",
+            "600",
+            "0/60s",
+            "600/0s",
+            "600/60m",
+            "-1/60s",
+            "600/86401s",
+        ] {
+            assert_eq!(RateLimit::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_counts_within_a_window_and_resets_after() {
+        let limit = RateLimit {
+            requests: 2,
+            window_secs: 60,
+        };
+        let first = limit.decide(None, 120).unwrap();
+        assert_eq!(
+            first,
+            RateWindow {
+                window: 2,
+                count: 1
+            }
+        );
+        let second = limit.decide(Some(first), 130).unwrap();
+        assert_eq!(second.count, 2);
+        assert_eq!(limit.decide(Some(second), 170), Err(10));
+        assert_eq!(limit.decide(Some(second), 179), Err(1));
+        assert_eq!(
+            limit.decide(Some(second), 180),
+            Ok(RateWindow {
+                window: 3,
+                count: 1
+            })
+        );
+    }
+
+    #[test]
+    fn cache_entries_expire() {
+        let state = DeviceState {
+            status: DeviceStatus::Active,
+            key_generation: 1,
+            checked_ms: 1_000_000,
+        };
+        assert!(is_fresh(&state, 1_000_000));
+        assert!(is_fresh(&state, 1_000_000 + DEVICE_CACHE_MAX_AGE_MS));
+        assert!(!is_fresh(&state, 1_000_001 + DEVICE_CACHE_MAX_AGE_MS));
+        // An entry from the future (a replica's clock ahead) is not trusted.
+        assert!(!is_fresh(&state, 999_999));
+    }
+}

@@ -1,0 +1,233 @@
+//! The key-value store: every key Toaster writes, named in this one place.
+//!
+//! All components use the store labelled [`STORE`] (`key_value_stores = ["default"]`
+//! in spin.toml). It holds only what can be rebuilt from PostgreSQL or may be lost, so
+//! a wiped store costs latency, never correctness (except the replay cache, whose loss
+//! lets an already-used assertion be exchanged once more within its short lifetime).
+//! Values are JSON.
+//!
+//! | key | value | written by | read by |
+//! |-----|-------|------------|---------|
+//! | `device:{tenant}:{device}` | [`DeviceState`]: `{"status": "active", "gen": 3, "checked_ms": i64}` | `auth` on every status or key change; [`crate::auth`] on a miss | [`crate::auth::authenticate`] |
+//! | `last:{tenant}:{device}` | [`LastKnown`]: `{"last_seen_ms": i64, "metrics": {name: {"ts_ms": i64, "value": number\|bool}}}` | `ingest` | `auth` (`GET /v1/devices/{id}`) |
+//! | `rate:{tenant}:{device}` | [`RateWindow`]: `{"window": u64, "count": u32}` | [`crate::auth`] | [`crate::auth`] |
+//! | `jti:{tenant}:{device}` | [`SeenAssertions`]: `{"<jti>": exp_unix_secs, ...}` | `auth` (device login) | `auth` |
+//!
+//! Identifiers are ASCII without `:` in tenants, so `{tenant}:` always ends at the
+//! first colon. One key per device (not per window or per `jti`): Spin's key-value
+//! interface has no expiry, so per-window or per-`jti` keys would pile up forever;
+//! one key per device is bounded and is what erasure deletes ([`device_keys`]).
+//!
+//! Read-modify-write is not atomic (the interface has no compare-and-swap): two
+//! concurrent requests of the same device may both read the old value. The rate limit
+//! is therefore approximate under heavy concurrency of one device (never another's
+//! problem), and the replay cache could let two simultaneous exchanges of the same
+//! assertion both pass.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+pub use spin_sdk::key_value::{Error as KvError, Store};
+
+use spin_sdk::key_value::Error;
+use toaster_core::ids::{DeviceId, TenantId};
+
+/// The label of the store every component uses.
+pub const STORE: &str = "default";
+
+/// `device:{tenant}:{device}`: the cached [`DeviceState`].
+pub fn device_key(tenant: &TenantId, device: &DeviceId) -> String {
+    format!("device:{tenant}:{device}")
+}
+
+/// `last:{tenant}:{device}`: the device's [`LastKnown`] values.
+pub fn last_key(tenant: &TenantId, device: &DeviceId) -> String {
+    format!("last:{tenant}:{device}")
+}
+
+/// `rate:{tenant}:{device}`: the device's current [`RateWindow`].
+pub fn rate_key(tenant: &TenantId, device: &DeviceId) -> String {
+    format!("rate:{tenant}:{device}")
+}
+
+/// `jti:{tenant}:{device}`: the device's [`SeenAssertions`].
+pub fn jti_key(tenant: &TenantId, device: &DeviceId) -> String {
+    format!("jti:{tenant}:{device}")
+}
+
+/// Every key that holds state of one device: what erasure deletes.
+pub fn device_keys(tenant: &TenantId, device: &DeviceId) -> [String; 4] {
+    [
+        device_key(tenant, device),
+        last_key(tenant, device),
+        rate_key(tenant, device),
+        jti_key(tenant, device),
+    ]
+}
+
+/// A device's lifecycle state as PostgreSQL holds it (`devices.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    Active,
+    Disabled,
+    Decommissioned,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Active => "active",
+            DeviceStatus::Disabled => "disabled",
+            DeviceStatus::Decommissioned => "decommissioned",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(DeviceStatus::Active),
+            "disabled" => Some(DeviceStatus::Disabled),
+            "decommissioned" => Some(DeviceStatus::Decommissioned),
+            _ => None,
+        }
+    }
+}
+
+/// What a device token is checked against: `device:{tenant}:{device}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceState {
+    pub status: DeviceStatus,
+    /// `devices.key_generation`; a token carrying another one is refused.
+    #[serde(rename = "gen")]
+    pub key_generation: u64,
+    /// When this was read from PostgreSQL (Unix ms). Entries older than
+    /// [`crate::auth::DEVICE_CACHE_MAX_AGE_MS`] are re-read, which bounds how long a
+    /// lost cache update can keep a revoked token alive.
+    pub checked_ms: i64,
+}
+
+/// `last:{tenant}:{device}`, written by ingest after each accepted batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LastKnown {
+    /// The newest reading's timestamp (Unix ms).
+    pub last_seen_ms: i64,
+    /// The newest reading of each metric.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, LastReading>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LastReading {
+    pub ts_ms: i64,
+    pub value: LastValue,
+}
+
+/// A reading's value as stored in [`LastKnown`]: a number or a boolean.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LastValue {
+    Bool(bool),
+    Number(f64),
+}
+
+impl From<toaster_core::telemetry::Value> for LastValue {
+    fn from(value: toaster_core::telemetry::Value) -> Self {
+        match value {
+            toaster_core::telemetry::Value::Number(n) => LastValue::Number(n),
+            toaster_core::telemetry::Value::Bool(b) => LastValue::Bool(b),
+        }
+    }
+}
+
+/// `rate:{tenant}:{device}`: requests counted in the current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateWindow {
+    /// `now_secs / window_secs`.
+    pub window: u64,
+    pub count: u32,
+}
+
+/// `jti:{tenant}:{device}`: the `jti`s of assertions already exchanged, each with the
+/// Unix second until which it must be refused.
+pub type SeenAssertions = BTreeMap<String, u64>;
+
+/// Opens [`STORE`].
+pub fn open() -> Result<Store, Error> {
+    Store::open(STORE)
+}
+
+/// Reads a JSON value. A value that does not parse (written by an older version, or
+/// damaged) counts as missing: everything here can be rebuilt.
+pub fn get_json<T: DeserializeOwned>(store: &Store, key: &str) -> Result<Option<T>, Error> {
+    let Some(bytes) = store.get(key)? else {
+        return Ok(None);
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) => {
+            eprintln!("kv: ignoring an unreadable value under {key}: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// Writes a JSON value.
+pub fn set_json<T: Serialize>(store: &Store, key: &str, value: &T) -> Result<(), Error> {
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::Other(e.to_string()))?;
+    store.set(key, &bytes)
+}
+
+/// The error for a log line.
+pub fn describe(error: &Error) -> String {
+    match error {
+        Error::StoreTableFull => "store table full".to_owned(),
+        Error::NoSuchStore => "no such store".to_owned(),
+        Error::AccessDenied => "access denied".to_owned(),
+        Error::Other(m) => format!("other: {m}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_follow_the_documented_names() {
+        let t = TenantId::parse("acme").unwrap();
+        let d = DeviceId::parse("aa:bb:cc").unwrap();
+        assert_eq!(device_key(&t, &d), "device:acme:aa:bb:cc");
+        assert_eq!(last_key(&t, &d), "last:acme:aa:bb:cc");
+        assert_eq!(rate_key(&t, &d), "rate:acme:aa:bb:cc");
+        assert_eq!(jti_key(&t, &d), "jti:acme:aa:bb:cc");
+    }
+
+    #[test]
+    fn last_known_reads_what_ingest_writes() {
+        let text = json!({
+            "last_seen_ms": 1_795_255_200_123i64,
+            "metrics": {
+                "temp_c": {"ts_ms": 1_795_255_200_123i64, "value": 21.5},
+                "door.open": {"ts_ms": 1_795_255_200_000i64, "value": true},
+            }
+        });
+        let last: LastKnown = serde_json::from_value(text.clone()).unwrap();
+        assert_eq!(last.metrics["temp_c"].value, LastValue::Number(21.5));
+        assert_eq!(last.metrics["door.open"].value, LastValue::Bool(true));
+        assert_eq!(serde_json::to_value(&last).unwrap(), text);
+    }
+
+    #[test]
+    fn device_state_wire_shape() {
+        let state = DeviceState {
+            status: DeviceStatus::Disabled,
+            key_generation: 4,
+            checked_ms: 5,
+        };
+        assert_eq!(
+            serde_json::to_value(state).unwrap(),
+            json!({"status": "disabled", "gen": 4, "checked_ms": 5})
+        );
+    }
+}

@@ -1,0 +1,1060 @@
+//! Identity, end to end: the real `auth` component in the host against a fresh
+//! database. Device keys are generated here (rcgen) and assertions signed here
+//! (rustls' ring signers), exactly as a device would.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use reqwest::{RequestBuilder, StatusCode};
+use rustls::SignatureScheme;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::SigningKey;
+use serde_json::{Value, json};
+use toaster_host::Limits;
+use toaster_tests::TestApp;
+
+const GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+// ---------------------------------------------------------------- device keys
+
+/// A device's key pair: the public key as SPKI PEM, and a signer for assertions.
+struct DeviceKey {
+    public_pem: String,
+    signer: Arc<dyn SigningKey>,
+    alg: &'static str,
+}
+
+impl DeviceKey {
+    fn es256() -> DeviceKey {
+        Self::generate(&rcgen::PKCS_ECDSA_P256_SHA256, "ES256")
+    }
+
+    fn ed25519() -> DeviceKey {
+        Self::generate(&rcgen::PKCS_ED25519, "EdDSA")
+    }
+
+    fn generate(alg: &'static rcgen::SignatureAlgorithm, jws_alg: &'static str) -> DeviceKey {
+        let pair = rcgen::KeyPair::generate_for(alg).expect("key generation");
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.serialize_der()));
+        let signer = rustls::crypto::ring::sign::any_supported_type(&der).expect("signer");
+        DeviceKey {
+            public_pem: pair.public_key_pem(),
+            signer,
+            alg: jws_alg,
+        }
+    }
+
+    /// A compact JWS of `claims` with this key, `alg` as given in the header.
+    fn sign_with_alg(&self, alg: &str, claims: &Value) -> String {
+        let header = b64(json!({"alg": alg, "typ": "JWT"}).to_string().as_bytes());
+        let payload = b64(claims.to_string().as_bytes());
+        let input = format!("{header}.{payload}");
+        let scheme = match self.alg {
+            "ES256" => SignatureScheme::ECDSA_NISTP256_SHA256,
+            _ => SignatureScheme::ED25519,
+        };
+        let signer = self.signer.choose_scheme(&[scheme]).expect("scheme");
+        let signature = signer.sign(input.as_bytes()).expect("sign");
+        let signature = match self.alg {
+            // JWS wants r || s, rustls gives ASN.1 DER.
+            "ES256" => der_to_raw_p256(&signature),
+            _ => signature,
+        };
+        format!("{input}.{}", b64(&signature))
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.sign_with_alg(self.alg, claims)
+    }
+}
+
+/// ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER } → 64 bytes.
+fn der_to_raw_p256(der: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> (&[u8], &[u8]) {
+        assert_eq!(bytes[0], 0x02, "INTEGER");
+        let len = bytes[1] as usize;
+        (&bytes[2..2 + len], &bytes[2 + len..])
+    }
+    assert_eq!(der[0], 0x30, "SEQUENCE");
+    let body = &der[2..];
+    let (r, rest) = integer(body);
+    let (s, _) = integer(rest);
+    let mut out = vec![0u8; 64];
+    for (value, at) in [(r, 0), (s, 32)] {
+        let value = &value[value.len().saturating_sub(32)..];
+        out[at + 32 - value.len()..at + 32].copy_from_slice(value);
+    }
+    out
+}
+
+fn b64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn jti() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn claims(tenant: &str, device: &str) -> Value {
+    let now = now();
+    json!({"iss": tenant, "sub": device, "aud": "toaster", "iat": now, "exp": now + 300, "jti": jti()})
+}
+
+// ---------------------------------------------------------------- HTTP helpers
+
+/// `application/x-www-form-urlencoded`, as an OAuth client sends it.
+fn form(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+async fn send(request: RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+struct Api<'a> {
+    app: &'a TestApp,
+}
+
+impl<'a> Api<'a> {
+    fn post(&self, path: &str, token: &str, body: &Value) -> RequestBuilder {
+        self.app
+            .http()
+            .post(self.app.url(path))
+            .bearer_auth(token)
+            .json(body)
+    }
+
+    fn get(&self, path: &str, token: &str) -> RequestBuilder {
+        self.app.http().get(self.app.url(path)).bearer_auth(token)
+    }
+
+    fn patch(&self, path: &str, token: &str, body: &Value) -> RequestBuilder {
+        self.app
+            .http()
+            .patch(self.app.url(path))
+            .bearer_auth(token)
+            .json(body)
+    }
+
+    fn delete(&self, path: &str, token: &str) -> RequestBuilder {
+        self.app
+            .http()
+            .delete(self.app.url(path))
+            .bearer_auth(token)
+    }
+
+    /// Creates a tenant through the API and returns an admin token minted by the API.
+    async fn tenant(&self, id: &str) -> String {
+        let operator = self.app.operator_token();
+        let (status, body) = send(self.post(
+            "/v1/tenants",
+            &operator,
+            &json!({"id": id, "name": format!("Tenant {id}")}),
+        ))
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = send(self.post(
+            &format!("/v1/tenants/{id}/tokens"),
+            &operator,
+            &json!({"subject": "alice@example.com", "ttl_secs": 600}),
+        ))
+        .await;
+        assert_eq!(status, 201, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn register(&self, admin: &str, id: &str, key: &DeviceKey) {
+        let (status, body) = send(self.post(
+            "/v1/devices",
+            admin,
+            &json!({"id": id, "model": "t1000", "channel": "stable", "tags": ["site=berlin"], "public_key": key.public_pem}),
+        ))
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    async fn exchange(&self, assertion: &str) -> (StatusCode, Value) {
+        send(
+            self.app
+                .http()
+                .post(self.app.url("/v1/auth/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form(&[("grant_type", GRANT), ("assertion", assertion)])),
+        )
+        .await
+    }
+
+    async fn login(&self, tenant: &str, device: &str, key: &DeviceKey) -> String {
+        let (status, body) = self.exchange(&key.sign(&claims(tenant, device))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn me(&self, token: &str) -> (StatusCode, Value) {
+        send(self.get("/v1/auth/me", token)).await
+    }
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    app.db
+        .client()
+        .await
+        .query_one(sql, &[])
+        .await
+        .expect(sql)
+        .get(0)
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn tenant_admin_claim_provision_login_and_an_authorized_call() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+
+    let (status, claim) = send(api.post(
+        "/v1/claims",
+        &admin,
+        &json!({"model": "t1000", "quota": 5, "expires_in_secs": 3600, "tags": ["batch=7"]}),
+    ))
+    .await;
+    assert_eq!(status, 201, "{claim}");
+    let claim_token = claim["claim_token"].as_str().unwrap();
+    assert!(claim_token.starts_with("tclaim_"));
+    assert_eq!(claim["used"], 0);
+
+    // The device, with no credential but the claim token.
+    let key = DeviceKey::es256();
+    let (status, provisioned) = send(app.http().post(app.url("/v1/provision")).json(&json!({
+        "claim_token": claim_token, "device_id": "toaster-0001", "public_key": key.public_pem,
+    })))
+    .await;
+    assert_eq!(status, 201, "{provisioned}");
+    assert_eq!(provisioned["tenant_id"], "acme");
+    assert_eq!(provisioned["model"], "t1000");
+    assert_eq!(provisioned["tags"], json!(["batch=7"]));
+
+    let token = api.login("acme", "toaster-0001", &key).await;
+    let (status, me) = api.me(&token).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["role"], "device");
+    assert_eq!(me["tenant_id"], "acme");
+    assert_eq!(me["subject"], "toaster-0001");
+    assert_eq!(me["key_generation"], 1);
+
+    // The admin sees it, with its key and the claim it came from.
+    let (status, device) = send(api.get("/v1/devices/toaster-0001", &admin)).await;
+    assert_eq!(status, 200, "{device}");
+    assert_eq!(device["status"], "active");
+    assert_eq!(device["claim_id"], claim["id"]);
+    assert_eq!(device["keys"][0]["state"], "current");
+    assert_eq!(device["keys"][0]["algorithm"], "ES256");
+    assert_eq!(device["last_seen"], Value::Null);
+
+    // The claim token is stored only as its hash.
+    let stored = count(
+        &app,
+        &format!(
+            "SELECT count(*) FROM claims WHERE used = 1 AND token_hash = sha256('{claim_token}'::bytea)"
+        ),
+    )
+    .await;
+    assert_eq!(stored, 1);
+    let plain = count(
+        &app,
+        &format!(
+            "SELECT count(*) FROM claims WHERE position('{claim_token}' in row(claims.*)::text) > 0"
+        ),
+    )
+    .await;
+    assert_eq!(plain, 0);
+
+    // An Ed25519 device registered by the admin logs in too.
+    let ed = DeviceKey::ed25519();
+    api.register(&admin, "aa:bb:cc:dd", &ed).await;
+    let token = api.login("acme", "aa:bb:cc:dd", &ed).await;
+    assert_eq!(api.me(&token).await.0, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_login_refusal_is_the_same_401() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let key = DeviceKey::es256();
+    api.register(&admin, "d1", &key).await;
+    let disabled_key = DeviceKey::ed25519();
+    api.register(&admin, "d2", &disabled_key).await;
+    let (status, _) =
+        send(api.patch("/v1/devices/d2", &admin, &json!({"status": "disabled"}))).await;
+    assert_eq!(status, 200);
+
+    let now = now();
+    let base = claims("acme", "d1");
+    let with = |changes: Value| {
+        let mut c = base.clone();
+        for (k, v) in changes.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c["jti"] = json!(jti());
+        c
+    };
+    let other_key = DeviceKey::es256();
+    let replayed = key.sign(&with(json!({})));
+    assert_eq!(api.exchange(&replayed).await.0, 200, "first use");
+
+    let cases: Vec<(&str, String)> = vec![
+        ("unknown device", key.sign(&with(json!({"sub": "nobody"})))),
+        ("unknown tenant", key.sign(&with(json!({"iss": "nope"})))),
+        ("disabled device", disabled_key.sign(&claims("acme", "d2"))),
+        ("another key's signature", other_key.sign(&with(json!({})))),
+        ("alg none", {
+            let c = with(json!({}));
+            format!(
+                "{}.{}.",
+                b64(br#"{"alg":"none","typ":"JWT"}"#),
+                b64(c.to_string().as_bytes())
+            )
+        }),
+        ("HS256", {
+            let signed = key.sign(&with(json!({})));
+            let mut parts: Vec<&str> = signed.split('.').collect();
+            let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+            parts[0] = &header;
+            parts.join(".")
+        }),
+        (
+            "HS512 header on a real signature",
+            key.sign_with_alg("HS512", &with(json!({}))),
+        ),
+        (
+            "expired",
+            key.sign(&with(json!({"iat": now - 1000, "exp": now - 600}))),
+        ),
+        (
+            "not yet valid",
+            key.sign(&with(json!({"iat": now + 600, "exp": now + 900}))),
+        ),
+        (
+            "lifetime over an hour",
+            key.sign(&with(json!({"iat": now, "exp": now + 3601}))),
+        ),
+        ("jti replayed", replayed),
+        ("wrong aud", key.sign(&with(json!({"aud": "someone-else"})))),
+        ("no jti", {
+            let mut c = with(json!({}));
+            c.as_object_mut().unwrap().remove("jti");
+            key.sign(&c)
+        }),
+        ("garbage", "not.a.jwt".to_owned()),
+    ];
+    let mut bodies = Vec::new();
+    for (case, assertion) in cases {
+        let (status, body) = api.exchange(&assertion).await;
+        assert_eq!(status, 401, "{case}: {body}");
+        bodies.push((case, body));
+    }
+    for (case, body) in &bodies {
+        assert_eq!(
+            body, &bodies[0].1,
+            "{case} must look like every other refusal"
+        );
+    }
+
+    // Request-shape errors are not assertion refusals.
+    let (status, _) = send(
+        app.http()
+            .post(app.url("/v1/auth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("grant_type", "password"), ("assertion", "x")])),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = send(
+        app.http()
+            .post(app.url("/v1/auth/token"))
+            .body("assertion=x"),
+    )
+    .await;
+    assert_eq!(status, 415);
+    // JSON works as well as the form.
+    let (status, body) = send(app.http().post(app.url("/v1/auth/token")).json(&json!({
+        "grant_type": GRANT, "assertion": key.sign(&claims("acme", "d1")),
+    })))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["expires_in"], 900);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn access_tokens_are_checked_for_presence_role_and_signature() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let key = DeviceKey::es256();
+    api.register(&admin, "d1", &key).await;
+    let device = api.login("acme", "d1", &key).await;
+
+    let response = app.http().get(app.url("/v1/devices")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Bearer realm="toaster""#
+    );
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let response = app
+        .http()
+        .get(app.url("/v1/devices"))
+        .header("authorization", "Basic YTpi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // A token signed with another secret.
+    let forged = toaster_core::token::TokenSigner::from_secret(&"x".repeat(40))
+        .unwrap()
+        .mint(
+            &toaster_core::token::AccessClaims::operator("mallory"),
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(send(api.get("/v1/devices", &forged)).await.0, 401);
+    // Wrong roles.
+    assert_eq!(send(api.get("/v1/devices", &device)).await.0, 403);
+    assert_eq!(
+        send(api.get("/v1/devices", &app.operator_token())).await.0,
+        403
+    );
+    assert_eq!(
+        send(api.post("/v1/tenants", &admin, &json!({"name": "x"})))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        send(api.post("/v1/claims", &device, &json!({}))).await.0,
+        403
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn another_tenants_devices_are_not_found() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let a = api.tenant("tenant-a").await;
+    let b = api.tenant("tenant-b").await;
+    let key = DeviceKey::es256();
+    api.register(&b, "shared-name", &key).await;
+    api.register(&b, "only-b", &key).await;
+
+    assert_eq!(send(api.get("/v1/devices/only-b", &a)).await.0, 404);
+    let (status, list) = send(api.get("/v1/devices", &a)).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"], json!([]));
+    let (status, list) = send(api.get("/v1/devices?tag=site%3Dberlin", &a)).await;
+    assert_eq!((status, list["items"].clone()), (StatusCode::OK, json!([])));
+    assert_eq!(
+        send(api.patch("/v1/devices/only-b", &a, &json!({"status": "disabled"})))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(send(api.delete("/v1/devices/only-b", &a)).await.0, 404);
+    assert_eq!(
+        send(api.delete("/v1/devices/only-b?erase=true", &a))
+            .await
+            .0,
+        404
+    );
+    // The same id in tenant A is a different device.
+    api.register(&a, "shared-name", &DeviceKey::ed25519()).await;
+    let (_, list) = send(api.get("/v1/devices", &b)).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    let (_, device) = send(api.get("/v1/devices/only-b", &b)).await;
+    assert_eq!(device["status"], "active", "B's device is untouched");
+    // A device cannot log in to another tenant with its own key.
+    let (status, _) = api.exchange(&key.sign(&claims("tenant-a", "only-b"))).await;
+    assert_eq!(status, 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_disabled_devices_token_is_refused_on_its_next_call() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let key = DeviceKey::es256();
+    api.register(&admin, "d1", &key).await;
+    let token = api.login("acme", "d1", &key).await;
+    assert_eq!(api.me(&token).await.0, 200);
+
+    let (status, device) =
+        send(api.patch("/v1/devices/d1", &admin, &json!({"status": "disabled"}))).await;
+    assert_eq!(status, 200, "{device}");
+    assert_eq!(device["status"], "disabled");
+    assert_eq!(device["key_generation"], 2);
+    let (status, body) = api.me(&token).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(api.exchange(&key.sign(&claims("acme", "d1"))).await.0, 401);
+
+    // Enabling lets the device log in again; the old token stays revoked.
+    let (status, _) = send(api.patch("/v1/devices/d1", &admin, &json!({"status": "active"}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(api.me(&token).await.0, 401);
+    let fresh = api.login("acme", "d1", &key).await;
+    assert_eq!(api.me(&fresh).await.0, 200);
+
+    // Decommissioning revokes too, and the device can no longer log in.
+    assert_eq!(send(api.delete("/v1/devices/d1", &admin)).await.0, 204);
+    assert_eq!(api.me(&fresh).await.0, 401);
+    assert_eq!(api.exchange(&key.sign(&claims("acme", "d1"))).await.0, 401);
+    let (_, device) = send(api.get("/v1/devices/d1", &admin)).await;
+    assert_eq!(device["status"], "decommissioned");
+    assert_eq!(device["keys"], json!([]));
+    // The id is not reusable, and a decommissioned device cannot be re-enabled.
+    assert_eq!(
+        send(api.post(
+            "/v1/devices",
+            &admin,
+            &json!({"id": "d1", "model": "t1000", "public_key": key.public_pem})
+        ))
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        send(api.patch("/v1/devices/d1", &admin, &json!({"status": "active"})))
+            .await
+            .0,
+        409
+    );
+
+    // The whole story is in the audit log, newest first.
+    let (status, audit) = send(api.get("/v1/audit?limit=3", &admin)).await;
+    assert_eq!(status, 200, "{audit}");
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["device.decommissioned", "device.enabled", "device.disabled"]
+    );
+    assert_eq!(audit["items"][0]["actor"]["name"], "alice@example.com");
+    let cursor = audit["next_cursor"].as_str().unwrap();
+    let (_, rest) = send(api.get(&format!("/v1/audit?cursor={cursor}"), &admin)).await;
+    let actions: Vec<&str> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["device.created", "token.minted", "tenant.created"]
+    );
+    assert_eq!(rest["next_cursor"], Value::Null);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn key_rotation_completes_on_login_with_the_new_key() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let old = DeviceKey::es256();
+    api.register(&admin, "d1", &old).await;
+    let old_token = api.login("acme", "d1", &old).await;
+
+    let new = DeviceKey::ed25519();
+    let (status, device) = send(api.patch(
+        "/v1/devices/d1",
+        &admin,
+        &json!({"public_key": new.public_pem}),
+    ))
+    .await;
+    assert_eq!(status, 200, "{device}");
+    let states: Vec<&str> = device["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["current", "pending"]);
+    // During the rotation both keys log in, and tokens stay valid.
+    assert_eq!(api.me(&old_token).await.0, 200);
+    let _ = api.login("acme", "d1", &old).await;
+    let new_token = api.login("acme", "d1", &new).await;
+
+    // Logging in with the new key completed the rotation.
+    let (status, me) = api.me(&new_token).await;
+    assert_eq!(
+        (status, me["key_generation"].clone()),
+        (StatusCode::OK, json!(2))
+    );
+    assert_eq!(api.me(&old_token).await.0, 401, "old tokens are revoked");
+    assert_eq!(
+        api.exchange(&old.sign(&claims("acme", "d1"))).await.0,
+        401,
+        "the old key can no longer log in"
+    );
+    let (_, device) = send(api.get("/v1/devices/d1", &admin)).await;
+    assert_eq!(device["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(device["keys"][0]["algorithm"], "EdDSA");
+
+    // An admin can complete a rotation too (a compromised key: no wait for the device).
+    let newer = DeviceKey::ed25519();
+    let (status, device) = send(api.patch(
+        "/v1/devices/d1",
+        &admin,
+        &json!({"public_key": newer.public_pem, "complete_rotation": true}),
+    ))
+    .await;
+    assert_eq!(status, 200, "{device}");
+    assert_eq!(device["key_generation"], 3);
+    assert_eq!(api.me(&new_token).await.0, 401);
+    assert_eq!(api.exchange(&new.sign(&claims("acme", "d1"))).await.0, 401);
+    let _ = api.login("acme", "d1", &newer).await;
+    // Nothing to complete now; the current key cannot be "rotated" to itself.
+    assert_eq!(
+        send(api.patch(
+            "/v1/devices/d1",
+            &admin,
+            &json!({"complete_rotation": true})
+        ))
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        send(api.patch(
+            "/v1/devices/d1",
+            &admin,
+            &json!({"public_key": newer.public_pem})
+        ))
+        .await
+        .0,
+        409
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_and_store_nothing() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let key = DeviceKey::es256();
+    let good = json!({"id": "d1", "model": "t1000", "public_key": key.public_pem});
+    let with = |field: &str, value: Value| {
+        let mut body = good.clone();
+        body[field] = value;
+        body
+    };
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        ("id of the wrong type", with("id", json!(42)), 422, "/id"),
+        ("tags not a list", with("tags", json!("a")), 422, "/tags"),
+        (
+            "a tag of the wrong type",
+            with("tags", json!(["a", 1])),
+            422,
+            "/tags/1",
+        ),
+        ("unknown field", with("admin", json!(true)), 422, "/admin"),
+        ("huge id", with("id", json!("x".repeat(5000))), 422, "/id"),
+        (
+            "huge model",
+            with("model", json!("m".repeat(1000))),
+            422,
+            "/model",
+        ),
+        (
+            "SQL in the id",
+            with("id", json!("d1'; DROP TABLE devices; --")),
+            422,
+            "/id",
+        ),
+        (
+            "SQL in a tag",
+            with("tags", json!(["x' OR '1'='1"])),
+            422,
+            "/tags/0",
+        ),
+        (
+            "invalid PEM",
+            with(
+                "public_key",
+                json!("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----"),
+            ),
+            422,
+            "/public_key",
+        ),
+        (
+            "not a PEM",
+            with("public_key", json!("ssh-ed25519 AAAA")),
+            422,
+            "/public_key",
+        ),
+        (
+            "missing key",
+            {
+                let mut b = good.clone();
+                b.as_object_mut().unwrap().remove("public_key");
+                b
+            },
+            422,
+            "/public_key",
+        ),
+        (
+            "too many tags",
+            with(
+                "tags",
+                json!((0..40).map(|i| format!("t{i}")).collect::<Vec<_>>()),
+            ),
+            422,
+            "/tags",
+        ),
+        (
+            "a body too large",
+            with("model", json!("m".repeat(20_000))),
+            413,
+            "",
+        ),
+    ];
+    for (case, body, status, pointer) in cases {
+        let (got, problem) = send(api.post("/v1/devices", &admin, &body)).await;
+        assert_eq!(got.as_u16(), status, "{case}: {problem}");
+        if status == 422 {
+            assert_eq!(
+                problem["errors"][0]["pointer"], pointer,
+                "{case}: {problem}"
+            );
+            let text = problem.to_string();
+            assert!(
+                !text.contains("DROP TABLE") && !text.contains("xxxxxxxxxx"),
+                "{case} echoed: {text}"
+            );
+        }
+    }
+    let (status, _) = send(
+        app.http()
+            .post(app.url("/v1/devices"))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body("{\"id\": "),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = send(
+        app.http()
+            .post(app.url("/v1/devices"))
+            .bearer_auth(&admin)
+            .header("content-type", "text/plain")
+            .body(good.to_string()),
+    )
+    .await;
+    assert_eq!(status, 415);
+    // Claims and provisioning refuse the same way.
+    for (body, pointer) in [
+        (
+            json!({"model": "t1000", "quota": 0, "expires_in_secs": 3600}),
+            "/quota",
+        ),
+        (
+            json!({"model": "t1000", "quota": "9; DROP TABLE claims", "expires_in_secs": 3600}),
+            "/quota",
+        ),
+        (
+            json!({"model": "t1000", "quota": 1, "expires_in_secs": 1}),
+            "/expires_in_secs",
+        ),
+        (json!({"model": "t1000", "quota": 1}), "/expires_in_secs"),
+    ] {
+        let (status, problem) = send(api.post("/v1/claims", &admin, &body)).await;
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(problem["errors"][0]["pointer"], pointer, "{problem}");
+    }
+    let (status, problem) = send(app.http().post(app.url("/v1/provision")).json(&json!({
+        "claim_token": "tclaim_x", "device_id": "d9", "public_key": "nope",
+    })))
+    .await;
+    assert_eq!(status, 422, "{problem}");
+
+    assert_eq!(count(&app, "SELECT count(*) FROM devices").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM device_keys").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM claims").await, 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM audit_log WHERE action NOT IN ('tenant.created', 'token.minted')"
+        )
+        .await,
+        0
+    );
+    // And the good body still works afterwards.
+    assert_eq!(send(api.post("/v1/devices", &admin, &good)).await.0, 201);
+    assert_eq!(send(api.post("/v1/devices", &admin, &good)).await.0, 409);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_devices_racing_for_the_last_slot_exactly_one_wins() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let (status, claim) = send(api.post(
+        "/v1/claims",
+        &admin,
+        &json!({"model": "t1000", "quota": 2, "expires_in_secs": 600}),
+    ))
+    .await;
+    assert_eq!(status, 201);
+    let token = claim["claim_token"].as_str().unwrap().to_owned();
+    let provision = |device: String| {
+        let (http, url, token) = (app.http().clone(), app.url("/v1/provision"), token.clone());
+        async move {
+            let key = DeviceKey::es256();
+            let response = http
+                .post(url)
+                .json(&json!({"claim_token": token, "device_id": device, "public_key": key.public_pem}))
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }
+    };
+    // Spend one slot; then eight devices race for the last one.
+    assert_eq!(provision("first".into()).await, 201);
+    let racers = (0..8).map(|i| provision(format!("racer-{i}")));
+    let mut statuses = futures::future::join_all(racers).await;
+    statuses.sort();
+    assert_eq!(statuses, [201, 401, 401, 401, 401, 401, 401, 401]);
+    assert_eq!(count(&app, "SELECT count(*) FROM devices").await, 2);
+    assert_eq!(count(&app, "SELECT used::int8 FROM claims").await, 2);
+
+    // A device id taken in the tenant does not spend quota.
+    let (status, claim) = send(api.post(
+        "/v1/claims",
+        &admin,
+        &json!({"model": "t1000", "quota": 1, "expires_in_secs": 600}),
+    ))
+    .await;
+    assert_eq!(status, 201);
+    let token = claim["claim_token"].as_str().unwrap().to_owned();
+    let key = DeviceKey::es256();
+    let body = |device: &str| json!({"claim_token": token, "device_id": device, "public_key": key.public_pem});
+    let (status, _) = send(
+        app.http()
+            .post(app.url("/v1/provision"))
+            .json(&body("first")),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, _) = send(
+        app.http()
+            .post(app.url("/v1/provision"))
+            .json(&body("second")),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // Expired claims are refused like unknown ones.
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE claims SET quota = 100, expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (status, _) = send(
+        app.http()
+            .post(app.url("/v1/provision"))
+            .json(&body("third")),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = send(app.http().post(app.url("/v1/provision")).json(&json!({
+        "claim_token": "tclaim_guessed", "device_id": "x", "public_key": key.public_pem,
+    })))
+    .await;
+    assert_eq!(status, 401);
+    let (_, audit) = send(api.get("/v1/audit", &admin)).await;
+    let provisioned = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "device.provisioned")
+        .count();
+    assert_eq!(provisioned, 3);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_device_has_its_own_rate_limit() {
+    let app = TestApp::start_with(
+        Limits::default(),
+        BTreeMap::from([("device_rate_limit".to_owned(), "3/600s".to_owned())]),
+    )
+    .await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let (busy, quiet) = (DeviceKey::es256(), DeviceKey::es256());
+    api.register(&admin, "busy", &busy).await;
+    api.register(&admin, "quiet", &quiet).await;
+    // The login counts against the budget too.
+    let busy_token = api.login("acme", "busy", &busy).await;
+    assert_eq!(api.me(&busy_token).await.0, 200);
+    assert_eq!(api.me(&busy_token).await.0, 200);
+    let response = api.get("/v1/auth/me", &busy_token).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=600).contains(&retry_after), "{retry_after}");
+
+    let quiet_token = api.login("acme", "quiet", &quiet).await;
+    assert_eq!(
+        api.me(&quiet_token).await.0,
+        200,
+        "another device is not slowed"
+    );
+    // Admins are not counted per device.
+    for _ in 0..5 {
+        assert_eq!(send(api.get("/v1/devices", &admin)).await.0, 200);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn devices_are_listed_by_filter_with_a_cursor_and_erased_on_request() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let key = DeviceKey::ed25519();
+    for (id, model, channel, tags) in [
+        ("a1", "t1000", "stable", json!(["site=berlin"])),
+        ("a2", "t1000", "beta", json!(["site=paris"])),
+        (
+            "a3",
+            "t2000",
+            "stable",
+            json!(["site=berlin", "ring:canary"]),
+        ),
+        ("a4", "t1000", "stable", json!([])),
+    ] {
+        let (status, body) = send(api.post(
+            "/v1/devices",
+            &admin,
+            &json!({"id": id, "model": model, "channel": channel, "tags": tags, "public_key": key.public_pem}),
+        ))
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let ids = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, page) = send(api.get("/v1/devices?model=t1000", &admin)).await;
+    assert_eq!(ids(&page), ["a1", "a2", "a4"]);
+    let (_, page) = send(api.get("/v1/devices?tag=site%3Dberlin", &admin)).await;
+    assert_eq!(ids(&page), ["a1", "a3"]);
+    let (_, page) = send(api.get("/v1/devices?channel=stable&model=t1000", &admin)).await;
+    assert_eq!(ids(&page), ["a1", "a4"]);
+    let (_, page) = send(api.get("/v1/devices?limit=3", &admin)).await;
+    assert_eq!(ids(&page), ["a1", "a2", "a3"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, page) = send(api.get(&format!("/v1/devices?limit=3&cursor={cursor}"), &admin)).await;
+    assert_eq!(ids(&page), ["a4"]);
+    assert_eq!(page["next_cursor"], Value::Null);
+    assert_eq!(send(api.get("/v1/devices?colour=red", &admin)).await.0, 400);
+    assert_eq!(send(api.get("/v1/devices?limit=0", &admin)).await.0, 400);
+
+    // Erasure: telemetry goes with the device.
+    let db = app.db.client().await;
+    db.execute(
+        "INSERT INTO telemetry (tenant_id, device_id, metric, ts, value, value_is_bool) \
+         VALUES ('acme', 'a1', 'temp_c', now(), 21.5, false), ('acme', 'a2', 'temp_c', now(), 20, false)",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        send(api.delete("/v1/devices/a1?erase=true", &admin))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM telemetry WHERE device_id = 'a1'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM telemetry WHERE device_id = 'a2'"
+        )
+        .await,
+        1
+    );
+    let (_, page) = send(api.get("/v1/devices?status=decommissioned", &admin)).await;
+    assert_eq!(ids(&page), ["a1"]);
+    app.stop().await;
+}
