@@ -437,8 +437,21 @@ impl App {
                 .await
         });
         let abort = task.abort_handle();
-        match tokio::time::timeout(self.limits.request_timeout, receiver).await {
-            Ok(Ok(Ok(resp))) => Ok(resp),
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(Ok(resp))) => {
+                match tokio::time::timeout_at(deadline, buffer_small_body(resp)).await {
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(e)) => {
+                        abort.abort();
+                        Err(Failure::Trap(format!("the response body failed: {e:?}")))
+                    }
+                    Err(_) => {
+                        abort.abort();
+                        Err(Failure::Timeout)
+                    }
+                }
+            }
             Ok(Ok(Err(code))) => Err(Failure::Trap(format!(
                 "component answered with error {code:?}"
             ))),
@@ -454,6 +467,69 @@ impl App {
             }
         }
     }
+}
+
+/// Responses up to this size are sent with a Content-Length in one write; larger
+/// ones are streamed (chunked) after their first part.
+const BUFFERED_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// Waits for a small response body to complete, so it goes out with a
+/// `Content-Length` in a single write instead of as chunks (the guest streams its
+/// body). A body that fails before completion becomes a 500 instead of a truncated
+/// 200. Larger bodies are streamed after their first `BUFFERED_RESPONSE_BYTES`.
+async fn buffer_small_body(
+    resp: http::Response<HyperOutgoingBody>,
+) -> Result<http::Response<HyperOutgoingBody>, wasmtime_wasi_http::Error> {
+    let (mut parts, mut body) = resp.into_parts();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => {
+                parts.headers.remove(http::header::TRANSFER_ENCODING);
+                parts.headers.insert(
+                    http::header::CONTENT_LENGTH,
+                    http::HeaderValue::from(buf.len()),
+                );
+                let full = Full::new(buf.freeze())
+                    .map_err(|e: std::convert::Infallible| -> wasmtime_wasi_http::Error {
+                        match e {}
+                    })
+                    .boxed_unsync();
+                return Ok(http::Response::from_parts(parts, full));
+            }
+            Some(Err(e)) => return Err(e),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    buf.extend_from_slice(&data);
+                    if buf.len() <= BUFFERED_RESPONSE_BYTES {
+                        continue;
+                    }
+                    let head = http_body::Frame::data(buf.freeze());
+                    return Ok(http::Response::from_parts(parts, prepend(head, body)));
+                }
+                Err(frame) => {
+                    // Trailers: stream what we have, then the trailers and the rest.
+                    let mut frames = Vec::new();
+                    if !buf.is_empty() {
+                        frames.push(http_body::Frame::data(buf.freeze()));
+                    }
+                    frames.push(frame);
+                    let mut rest = body;
+                    for f in frames.into_iter().rev() {
+                        rest = prepend(f, rest);
+                    }
+                    return Ok(http::Response::from_parts(parts, rest));
+                }
+            },
+        }
+    }
+}
+
+fn prepend(first: http_body::Frame<Bytes>, rest: HyperOutgoingBody) -> HyperOutgoingBody {
+    use futures::StreamExt;
+    let head = futures::stream::once(async move { Ok(first) });
+    let tail = http_body_util::BodyStream::new(rest);
+    http_body_util::StreamBody::new(head.chain(tail)).boxed_unsync()
 }
 
 enum Failure {
