@@ -84,11 +84,15 @@ impl Db {
 
     /// Runs a query and returns the interface's error as is, for call sites that
     /// expect a particular failure.
+    // PgError is spin-sdk's; callers match on it, so it is returned unboxed.
+    #[allow(clippy::result_large_err)]
     pub fn try_query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, PgError> {
         self.conn.query(sql, params)
     }
 
     /// Runs a statement and returns the interface's error as is.
+    // PgError is spin-sdk's; callers match on it, so it is returned unboxed.
+    #[allow(clippy::result_large_err)]
     pub fn try_execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, PgError> {
         self.conn.execute(sql, params)
     }
