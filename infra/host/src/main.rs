@@ -35,14 +35,23 @@ enum Command {
         #[arg(long, default_value = "schemas/sql")]
         dir: PathBuf,
     },
-    /// Run benchmarks against native baselines in the same run (release builds only).
+    /// Run the benchmarks, each against a native baseline in the same run (use a release build).
     Bench {
-        /// Seconds (or e.g. 10s) per measurement.
+        /// Seconds (or e.g. 10s) per measurement point.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         duration: Duration,
-        /// Replace the figures in this markdown file (between `<!-- bench:host -->` markers).
+        /// Scenarios to run: host, auth, ingest (repeatable; default all).
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
+        /// Admin URL of a PostgreSQL server for a scratch database; default 127.0.0.1:5432 if it answers, else a local cluster under .toaster/.
+        #[arg(long, env = "TOASTER_BENCH_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Replace the figures in this markdown file (between `<!-- bench:NAME -->` markers).
         #[arg(long)]
         write: Option<PathBuf>,
+        /// Readings per batch in the ingest scenario.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+        ingest_batches: Vec<usize>,
     },
     /// Print an access token signed with the token signing key.
     Token {
@@ -151,7 +160,13 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::Migrate { database_url, dir } => migrate_cmd(&database_url, &dir).await,
-            Command::Bench { duration, write } => bench_cmd(duration, write).await,
+            Command::Bench {
+                duration,
+                scenarios,
+                database_url,
+                write,
+                ingest_batches,
+            } => bench_cmd(duration, scenarios, database_url, write, ingest_batches).await,
             Command::Token {
                 role,
                 tenant,
@@ -183,33 +198,82 @@ async fn migrate_cmd(url: &str, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench_cmd(duration: Duration, write: Option<PathBuf>) -> anyhow::Result<()> {
+async fn bench_cmd(
+    duration: Duration,
+    scenarios: Vec<String>,
+    database_url: Option<String>,
+    write: Option<PathBuf>,
+    ingest_batches: Vec<usize>,
+) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this is a debug build; figures are meaningless. Use `cargo run --release -p toaster -- bench`."
         );
     }
     let workspace = std::env::current_dir()?;
-    eprintln!(
-        "scenario host: hello component vs native hyper, {}s per point",
+    let scenarios = if scenarios.is_empty() {
+        vec!["host".into(), "auth".into(), "ingest".into()]
+    } else {
+        scenarios
+    };
+    for s in &scenarios {
+        if !["host", "auth", "ingest"].contains(&s.as_str()) {
+            bail!("unknown scenario {s:?}: choose host, auth or ingest");
+        }
+    }
+    let mut local_pg = None;
+    let admin_url = match database_url {
+        Some(url) => url,
+        None => {
+            let default = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
+            if database::ping(&default).await.is_ok() {
+                default
+            } else {
+                let pg = localpg::LocalPostgres::start(&workspace.join(".toaster/bench-postgres"))
+                    .await?;
+                let url = pg.url("postgres");
+                local_pg = Some(pg);
+                url
+            }
+        }
+    };
+    let pg_version = match database::connect(&admin_url).await {
+        Ok(c) => c
+            .query_one("SHOW server_version", &[])
+            .await
+            .map(|r| format!("PostgreSQL {}", r.get::<_, String>(0)))
+            .unwrap_or_else(|_| "PostgreSQL (version unknown)".into()),
+        Err(_) => "PostgreSQL (unreachable)".into(),
+    };
+    let opts = bench::BenchOptions {
+        workspace: workspace.clone(),
+        duration,
+        scenarios: scenarios.clone(),
+        admin_url,
+        ingest_batches,
+    };
+    let sections = bench::run(&opts).await;
+    if let Some(pg) = local_pg {
+        pg.stop().await?;
+    }
+    let sections = sections?;
+    let mut command = format!(
+        "cargo run --release -p toaster -- bench --duration {}",
         duration.as_secs()
     );
-    let s = bench::host_scenario(&workspace, duration).await?;
-    let table = bench::host_table(&s);
-    let section = format!(
-        "Machine: {}. Command: `cargo run --release -p toaster -- bench --duration {}s`. Load generator: in-process, keep-alive HTTP/1.1 on 127.0.0.1, sharing the machine's cores with the server under test.\n\n{table}",
-        bench::machine(),
-        duration.as_secs()
+    for s in &scenarios {
+        command.push_str(&format!(" --scenario {s}"));
+    }
+    let preamble = format!(
+        "Machine: {}, {pg_version} on the same machine. Command: `{command}`. Load generator: in-process, keep-alive HTTP/1.1 on 127.0.0.1, sharing the machine's cores with the server under test.",
+        bench::machine()
     );
-    println!("{section}");
+    println!("{preamble}\n");
+    for (name, body) in &sections {
+        println!("## {name}\n\n{body}");
+    }
     if let Some(path) = write {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let (open, close) = ("<!-- bench:host -->", "<!-- /bench:host -->");
-        let new = match (text.find(open), text.find(close)) {
-            (Some(a), Some(b)) if a < b => format!("{}{open}\n{section}{}", &text[..a], &text[b..]),
-            _ => format!("{text}\n{open}\n{section}{close}\n"),
-        };
-        std::fs::write(&path, new).with_context(|| format!("cannot write {}", path.display()))?;
+        bench::write_sections(&path, &preamble, &sections)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

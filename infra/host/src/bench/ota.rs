@@ -1,0 +1,197 @@
+//! Scenario `ota` (issue 5): `GET /v1/ota/check` for a fleet of 10,000 devices,
+//! against the host's trivial component (`hello`) in the same run.
+//!
+//! The fleet: 10,000 devices of model `bench-ota` in the app's tenant, inserted with
+//! SQL; each request is the next device's check (round robin over pre-minted device
+//! tokens), reporting version 1.0.0 against a rollout of 1.1.0. Two points:
+//!
+//! - stage 1%: about 99% of the devices are outside the cohort, answered 204 after
+//!   the token check and one key-value read (no PostgreSQL);
+//! - stage 100%: every check records (or repeats) the offer in PostgreSQL and signs a
+//!   manifest.
+//!
+//! Wiring (in `bench/mod.rs`): `pub mod ota;`, add `"ota"` to the scenarios that start
+//! the app, and in `app_scenarios`:
+//! `if wants("ota") { out.push(("ota".into(), ota::ota_check(app, &opts.workspace, d).await?)); }`
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use toaster_core::ids::{DeviceId, TenantId};
+use toaster_core::token::AccessClaims;
+
+use super::app::AppUnderTest;
+use super::{HELLO_APP, Measurement, load, load_with};
+use crate::{HostConfig, Limits, Runtime, database};
+
+const DEVICES: usize = 10_000;
+const MODEL: &str = "bench-ota";
+const CONNECTIONS: usize = 16;
+
+/// Runs the scenario; the markdown section for BENCHMARKS.md.
+pub async fn ota_check(app: &AppUnderTest, workspace: &Path, duration: Duration) -> anyhow::Result<String> {
+    let ids: Vec<String> = (0..DEVICES).map(|i| format!("ota-{i:05}")).collect();
+    let client = database::connect(&app.db_url).await?;
+    client
+        .execute(
+            "INSERT INTO devices (tenant_id, device_id, model, channel) \
+             SELECT $1, id, $3, 'stable' FROM unnest($2::text[]) AS id",
+            &[&app.tenant, &ids, &MODEL],
+        )
+        .await
+        .context("inserting the fleet")?;
+    let tenant = TenantId::parse(&app.tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut tokens = Vec::with_capacity(DEVICES);
+    for id in &ids {
+        let device = DeviceId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let token = app
+            .signer
+            .mint(&AccessClaims::device(tenant.clone(), &device, 1), Duration::from_secs(3600))?;
+        tokens.push(format!("Bearer {token}"));
+    }
+    let tokens = Arc::new(tokens);
+
+    let admin = app.admin_token()?;
+    let firmware = call(
+        app,
+        "POST",
+        "/v1/ota/firmware",
+        &admin,
+        serde_json::json!({"model": MODEL, "version": "1.1.0", "url": "https://cdn.example.com/bench-ota/1.1.0.bin",
+                           "sha256": "ab".repeat(32), "size": 4_194_304}),
+    )
+    .await?;
+    let firmware = firmware["id"].as_str().context("firmware id")?.to_owned();
+    let rollout = call(
+        app,
+        "POST",
+        "/v1/ota/rollouts",
+        &admin,
+        serde_json::json!({"firmware_id": firmware, "selector": {"channel": "stable", "versions": "<1.1.0"},
+                           "stages": [1, 100], "failure_threshold": 0.5, "min_reports": 1,
+                           "report_timeout_secs": 86_400}),
+    )
+    .await?;
+    let rollout = rollout["id"].as_str().context("rollout id")?.to_owned();
+
+    let trivial = trivial_host(workspace, duration).await?;
+
+    let check = |tokens: Arc<Vec<String>>| {
+        let next = Arc::new(AtomicU64::new(0));
+        Arc::new(move |_: usize, _: u64| {
+            let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+            http::Request::get("/v1/ota/check?version=1.0.0")
+                .header(http::header::HOST, "127.0.0.1")
+                .header("authorization", tokens[n % tokens.len()].as_str())
+                .body(Full::new(Bytes::new()))
+                .expect("request")
+        })
+    };
+    // Warm: the cache entry, the compiled component, the pools.
+    load_with(app.addr(), CONNECTIONS, Duration::from_millis(500), check(tokens.clone())).await?;
+    let stage1 = load_with(app.addr(), CONNECTIONS, duration, check(tokens.clone())).await?;
+    let offered_at_1: i64 = client
+        .query_one("SELECT count(*) FROM rollout_devices WHERE rollout_id = $1", &[&rollout])
+        .await?
+        .get(0);
+
+    // One success makes stage 1% healthy; then every device is in the cohort.
+    let first: String = client
+        .query_one("SELECT device_id FROM rollout_devices WHERE rollout_id = $1 LIMIT 1", &[&rollout])
+        .await
+        .context("no device was offered at 1%")?
+        .get(0);
+    let first = DeviceId::parse(&first).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let device_token = app
+        .signer
+        .mint(&AccessClaims::device(tenant.clone(), &first, 1), Duration::from_secs(600))?;
+    call(
+        app,
+        "POST",
+        "/v1/ota/report",
+        &device_token,
+        serde_json::json!({"rollout_id": rollout, "status": "installed", "version": "1.1.0"}),
+    )
+    .await?;
+    call(app, "POST", &format!("/v1/ota/rollouts/{rollout}/advance"), &admin, serde_json::json!({})).await?;
+    load_with(app.addr(), CONNECTIONS, Duration::from_millis(500), check(tokens.clone())).await?;
+    let stage100 = load_with(app.addr(), CONNECTIONS, duration, check(tokens.clone())).await?;
+
+    let row = |label: &str, m: &Measurement| {
+        format!(
+            "| {label} | {} | {:.0} | {:.2} | {} µs | {} µs | {} |\n",
+            m.connections,
+            m.rps(),
+            m.rps() / trivial.rps().max(f64::MIN_POSITIVE),
+            m.p50_us,
+            m.p99_us,
+            m.errors
+        )
+    };
+    let mut table = String::from(
+        "| | connections | requests/s | × trivial | p50 | p99 | errors |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    table.push_str(&row("trivial component (`hello`)", &trivial));
+    table.push_str(&row("check, stage 1% (≈99% answered from the key-value store)", &stage1));
+    table.push_str(&row("check, stage 100% (offer recorded, manifest signed)", &stage100));
+    Ok(format!(
+        "`GET /v1/ota/check?version=1.0.0` for {DEVICES} devices (round robin over pre-minted device tokens; each check verifies the token, reads the device's revocation entry and rate window from the key-value store, then the tenant's cached active rollouts), against the host's trivial component in the same run. {offered_at_1} devices were offered the update at the 1% stage. Target: at least 0.8 × trivial.\n\n{table}"
+    ))
+}
+
+/// The trivial component served by its own host, measured with the same load.
+async fn trivial_host(workspace: &Path, duration: Duration) -> anyhow::Result<Measurement> {
+    let hello = workspace.join("target/wasm32-wasip2/release/hello.wasm");
+    anyhow::ensure!(hello.exists(), "{} is missing: run scripts/build-wasm", hello.display());
+    let dir = std::env::temp_dir().join(format!("toaster-bench-ota-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let manifest = dir.join("spin.toml");
+    std::fs::write(&manifest, HELLO_APP.replace("{hello}", &hello.display().to_string()))?;
+    let limits = Limits::default();
+    let runtime = Runtime::new(&limits, Some(dir.join("cache")))?;
+    let host = crate::start(
+        &runtime,
+        HostConfig {
+            manifest,
+            listen: "127.0.0.1:0".parse()?,
+            tls: None,
+            variables: Default::default(),
+            state_dir: dir.join("state"),
+            limits,
+        },
+    )
+    .await
+    .context("starting the trivial host")?;
+    load(host.addr(), "/", CONNECTIONS, Duration::from_millis(500)).await?;
+    let m = load(host.addr(), "/", CONNECTIONS, duration).await?;
+    host.shutdown().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(m)
+}
+
+async fn call(
+    app: &AppUnderTest,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", app.addr()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))?;
+    let resp = app.client.request(req).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!("{method} {path}: {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
