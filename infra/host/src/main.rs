@@ -13,6 +13,11 @@ use toaster_host::{
     HostConfig, Limits, Runtime, bench, build, database, keys, localpg, manifest::Manifest, migrate,
 };
 
+// A request allocates and frees many small objects (store, resource table,
+// headers); mimalloc does that measurably faster than glibc's allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "toaster",
