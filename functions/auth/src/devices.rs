@@ -433,7 +433,11 @@ pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
         )?;
         let mut details = json!({"erase": erase});
         if erase {
-            // Rollout state is erased here too once the OTA migration adds it.
+            let rollout_rows = db.execute(
+                "DELETE FROM rollout_devices WHERE tenant_id = $1 AND device_id = $2",
+                &params,
+            )?;
+            details["rollout_rows_erased"] = json!(rollout_rows);
             let readings = db.execute(
                 "DELETE FROM telemetry WHERE tenant_id = $1 AND device_id = $2",
                 &params,

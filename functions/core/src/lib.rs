@@ -7,6 +7,7 @@
 
 pub mod assertion;
 pub mod ids;
+pub mod ota;
 pub mod problem;
 pub mod telemetry;
 pub mod token;

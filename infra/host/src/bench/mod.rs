@@ -294,6 +294,7 @@ pub fn workspace_from(manifest: &std::path::Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 pub mod app;
+pub mod ota;
 
 /// What `toaster bench` runs.
 pub struct BenchOptions {
@@ -343,7 +344,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<(String, String)>> {
         out.push(("host".to_string(), host_table(&s)));
     }
     let wants = |name: &str| opts.scenarios.iter().any(|s| s == name);
-    if !(wants("auth") || wants("ingest")) {
+    if !(wants("auth") || wants("ingest") || wants("ota")) {
         return Ok(out);
     }
     let dir = std::env::temp_dir().join(format!("toaster-bench-app-{}", std::process::id()));
@@ -399,6 +400,13 @@ async fn app_scenarios(
             errors_note(&all.iter().collect::<Vec<_>>()),
         );
         out.push(("auth".to_string(), text));
+    }
+    if wants("ota") {
+        eprintln!("bench ota: update checks vs the trivial component");
+        out.push((
+            "ota".to_string(),
+            ota::ota_check(app, &opts.workspace, d).await?,
+        ));
     }
     if wants("ingest") {
         eprintln!("bench ingest: batches of 1, 10, 100, 1000 vs tokio-postgres");

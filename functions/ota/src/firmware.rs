@@ -1,0 +1,198 @@
+//! Firmware releases (admin): create, list, read. Immutable once created: there is no
+//! update or delete, so a rollout always ships exactly what was reviewed. The version
+//! (without build metadata) is unique per (tenant, model).
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use spin_sdk::http::{Request, Response};
+use toaster_core::ids::Model;
+use toaster_core::ota::{FirmwareUrl, FirmwareVersion, Sha256Hex};
+use toaster_core::problem::{FieldError, Problem};
+use toaster_core::token::Role;
+use toaster_platform::auth;
+use toaster_platform::db::{self, Db, DbValue};
+use toaster_platform::query::Query;
+use toaster_platform::{body, respond, time};
+
+use crate::audit;
+
+/// Largest firmware image, 64 GiB: a bound against nonsense, not a policy.
+pub const MAX_SIZE: u64 = 1 << 36;
+pub const MAX_NOTES: usize = 4096;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewFirmware {
+    model: Model,
+    version: FirmwareVersion,
+    url: FirmwareUrl,
+    sha256: Sha256Hex,
+    size: u64,
+    #[serde(default)]
+    notes: String,
+}
+
+#[derive(Serialize)]
+pub struct FirmwareView {
+    pub id: String,
+    pub model: String,
+    pub version: String,
+    pub url: String,
+    pub sha256: String,
+    pub size: i64,
+    pub notes: String,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+const COLUMNS: &str = "SELECT firmware_id, model, version, url, sha256, size, notes, \
+     (extract(epoch from created_at) * 1000)::int8, created_by FROM firmware";
+
+impl FirmwareView {
+    fn from_row(row: &[DbValue]) -> Result<Self, Problem> {
+        Ok(Self {
+            id: db::column(row, 0)?,
+            model: db::column(row, 1)?,
+            version: db::column(row, 2)?,
+            url: db::column(row, 3)?,
+            sha256: db::column(row, 4)?,
+            size: db::column(row, 5)?,
+            notes: db::column(row, 6)?,
+            created_at: time::rfc3339_ms(db::column(row, 7)?),
+            created_by: db::column(row, 8)?,
+        })
+    }
+}
+
+/// `POST /v1/ota/firmware`
+pub fn create(req: &Request) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin])?;
+    let tenant = caller.tenant()?;
+    let new: NewFirmware = body::json(req)?;
+    if new.size == 0 || new.size > MAX_SIZE {
+        return Err(Problem::unprocessable(vec![FieldError::new(
+            "/size",
+            format!("must be from 1 to {MAX_SIZE} bytes"),
+        )]));
+    }
+    if new.notes.chars().count() > MAX_NOTES {
+        return Err(Problem::unprocessable(vec![FieldError::new(
+            "/notes",
+            format!("must be at most {MAX_NOTES} characters"),
+        )]));
+    }
+    let id = crate::new_id("fw_")?;
+    let db = Db::open()?;
+    db.transaction(|db| {
+        let inserted = db
+            .try_query(
+                "INSERT INTO firmware (tenant_id, firmware_id, model, version, release, url, sha256, size, notes, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (tenant_id, model, release) DO NOTHING RETURNING 1",
+                &[
+                    db::text(tenant.as_str()),
+                    db::text(id.as_str()),
+                    db::text(new.model.as_str()),
+                    db::text(new.version.to_string()),
+                    db::text(new.version.release()),
+                    db::text(new.url.as_str()),
+                    db::text(new.sha256.as_str()),
+                    db::int8(new.size as i64),
+                    db::text(new.notes.as_str()),
+                    db::text(caller.subject.as_str()),
+                ],
+            )
+            .map_err(|e| {
+                if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
+                    Problem::forbidden().with_detail("the token's tenant does not exist")
+                } else {
+                    db::unavailable_or_internal(&e)
+                }
+            })?;
+        if inserted.rows.is_empty() {
+            return Err(Problem::conflict(
+                "this model already has firmware with this version (build metadata does not make a new version)",
+            ));
+        }
+        audit::record(
+            db,
+            tenant,
+            &caller,
+            "firmware.created",
+            &id,
+            json!({
+                "model": new.model, "version": new.version, "url": new.url,
+                "sha256": new.sha256, "size": new.size,
+            }),
+        )
+    })?;
+    let view = load(&db, tenant.as_str(), &id)?.ok_or_else(respond::internal)?;
+    let mut response = respond::json(201, &view);
+    response.set_header("location", format!("/v1/ota/firmware/{id}"));
+    Ok(response)
+}
+
+/// `GET /v1/ota/firmware?model=&limit=&cursor=`, ordered by id.
+pub fn list(req: &Request) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin])?;
+    let tenant = caller.tenant()?;
+    let mut query = Query::parse(req.query())?;
+    let model = query.take_parsed("model", Model::parse)?;
+    let cursor = query.take_parsed("cursor", |v| {
+        if crate::is_id("fw_", v) {
+            Ok(v.to_owned())
+        } else {
+            Err("not a cursor this endpoint returned")
+        }
+    })?;
+    let limit = query.take_limit()?;
+    query.finish()?;
+
+    let db = Db::open()?;
+    let rows = db.query(
+        &format!(
+            "{COLUMNS} WHERE tenant_id = $1 AND ($2::text IS NULL OR model = $2) \
+             AND ($3::text IS NULL OR firmware_id > $3) ORDER BY firmware_id LIMIT $4"
+        ),
+        &[
+            db::text(tenant.as_str()),
+            db::opt_text(model.map(|m| m.to_string())),
+            db::opt_text(cursor),
+            db::int8(i64::from(limit) + 1),
+        ],
+    )?;
+    let mut items = Vec::with_capacity(rows.rows.len());
+    for row in rows.rows.iter().take(limit as usize) {
+        items.push(FirmwareView::from_row(row)?);
+    }
+    let next_cursor = (rows.rows.len() > limit as usize)
+        .then(|| items.last().map(|f| f.id.clone()))
+        .flatten();
+    Ok(respond::json(
+        200,
+        &json!({"items": items, "next_cursor": next_cursor}),
+    ))
+}
+
+/// `GET /v1/ota/firmware/{id}`
+pub fn get(req: &Request, id: &str) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin])?;
+    let tenant = caller.tenant()?;
+    if !crate::is_id("fw_", id) {
+        return Err(Problem::not_found());
+    }
+    let db = Db::open()?;
+    let view = load(&db, tenant.as_str(), id)?.ok_or_else(Problem::not_found)?;
+    Ok(respond::json(200, &view))
+}
+
+fn load(db: &Db, tenant: &str, id: &str) -> Result<Option<FirmwareView>, Problem> {
+    let rows = db.query(
+        &format!("{COLUMNS} WHERE tenant_id = $1 AND firmware_id = $2"),
+        &[db::text(tenant), db::text(id)],
+    )?;
+    rows.rows
+        .first()
+        .map(|r| FirmwareView::from_row(r))
+        .transpose()
+}

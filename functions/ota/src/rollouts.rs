@@ -1,0 +1,559 @@
+//! Rollouts (admin): create, list, read (with the counts per device state and the
+//! failure rate), and the actions advance, pause, resume and abort.
+//!
+//! Every change of a rollout's state runs in a transaction that first locks the
+//! rollout row (`FOR UPDATE`); the device check takes `FOR SHARE` on the same row in
+//! the statement that records an offer, so no offer is made from a rollout whose
+//! halt, pause or abort is committing. After every change the tenant's cached active
+//! rollouts are dropped ([`crate::cache::invalidate`]).
+//!
+//! Timed-out devices count as failed. Since nothing reports a device that never comes
+//! back, the halt rule is also applied whenever a rollout is read or acted on, and when
+//! a check rebuilds the cached active rollouts, not only on reports ([`halt_if_due`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use spin_sdk::http::{Request, Response};
+use toaster_core::ids::{Channel, Tag, TenantId};
+use toaster_core::ota::{
+    HaltRule, RolloutAction, RolloutPosition, RolloutState, Stages, Tally, VersionRange,
+    apply_action,
+};
+use toaster_core::problem::{FieldError, Problem};
+use toaster_core::token::Role;
+use toaster_platform::auth::{self, Caller};
+use toaster_platform::db::{self, Db, DbValue};
+use toaster_platform::query::Query;
+use toaster_platform::{body, respond, time};
+
+use crate::{audit, cache};
+
+/// Most tags a selector may require.
+pub const MAX_TAGS: usize = 32;
+pub const MAX_MIN_REPORTS: u32 = 1_000_000;
+/// 30 days.
+pub const MAX_REPORT_TIMEOUT_SECS: u32 = 30 * 24 * 3600;
+
+fn default_stages() -> Vec<u32> {
+    vec![1, 10, 50, 100]
+}
+fn default_threshold() -> f64 {
+    0.05
+}
+fn default_min_reports() -> u32 {
+    10
+}
+fn default_report_timeout() -> u32 {
+    3600
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Selector {
+    channel: Channel,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    versions: VersionRange,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRollout {
+    firmware_id: String,
+    selector: Selector,
+    #[serde(default = "default_stages")]
+    stages: Vec<u32>,
+    #[serde(default = "default_threshold")]
+    failure_threshold: f64,
+    #[serde(default = "default_min_reports")]
+    min_reports: u32,
+    #[serde(default = "default_report_timeout")]
+    report_timeout_secs: u32,
+}
+
+fn invalid(pointer: &str, detail: impl Into<String>) -> Problem {
+    Problem::unprocessable(vec![FieldError::new(pointer, detail)])
+}
+
+/// `POST /v1/ota/rollouts`
+pub fn create(req: &Request) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin])?;
+    let tenant = caller.tenant()?;
+    let new: NewRollout = body::json(req)?;
+    let stages = Stages::new(&new.stages).map_err(|e| invalid("/stages", e.to_string()))?;
+    let rule = HaltRule::new(new.failure_threshold, new.min_reports)
+        .map_err(|e| invalid("/failure_threshold", e.to_string()))?;
+    if !(1..=MAX_MIN_REPORTS).contains(&new.min_reports) {
+        return Err(invalid(
+            "/min_reports",
+            format!("must be from 1 to {MAX_MIN_REPORTS}"),
+        ));
+    }
+    if !(1..=MAX_REPORT_TIMEOUT_SECS).contains(&new.report_timeout_secs) {
+        return Err(invalid(
+            "/report_timeout_secs",
+            format!("must be from 1 to {MAX_REPORT_TIMEOUT_SECS} seconds"),
+        ));
+    }
+    let mut tags = new.selector.tags;
+    if tags.len() > MAX_TAGS {
+        return Err(invalid(
+            "/selector/tags",
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    tags.sort();
+    tags.dedup();
+    if !crate::is_id("fw_", &new.firmware_id) {
+        return Err(invalid("/firmware_id", "no such firmware"));
+    }
+    let id = crate::new_id("ro_")?;
+    let stage_values: Vec<String> = stages.as_slice().iter().map(u8::to_string).collect();
+
+    let db = Db::open()?;
+    db.transaction(|db| {
+        let firmware = db.query(
+            "SELECT model, version FROM firmware WHERE tenant_id = $1 AND firmware_id = $2",
+            &[db::text(tenant.as_str()), db::text(new.firmware_id.as_str())],
+        )?;
+        let Some(row) = firmware.rows.first() else {
+            return Err(invalid("/firmware_id", "no such firmware"));
+        };
+        let model: String = db::column(row, 0)?;
+        let version: String = db::column(row, 1)?;
+        db.try_execute(
+            "INSERT INTO rollouts (tenant_id, rollout_id, firmware_id, model, channel, tags, \
+             version_range, stages, threshold_ppm, min_reports, report_timeout_secs, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[]::int4[], $9::int8, $10::int8, $11::int8, $12)",
+            &[
+                db::text(tenant.as_str()),
+                db::text(id.as_str()),
+                db::text(new.firmware_id.as_str()),
+                db::text(model.as_str()),
+                db::text(new.selector.channel.as_str()),
+                db::text_array_param(&tags),
+                db::text(new.selector.versions.to_string()),
+                db::text_array_param(&stage_values),
+                db::int8(i64::from(rule.threshold_ppm)),
+                db::int8(i64::from(new.min_reports)),
+                db::int8(i64::from(new.report_timeout_secs)),
+                db::text(caller.subject.as_str()),
+            ],
+        )
+        .map_err(|e| {
+            if db::sqlstate(&e) == Some(db::UNIQUE_VIOLATION) {
+                Problem::conflict(
+                    "this model and channel already have a rollout that is not aborted; abort it first",
+                )
+            } else {
+                db::unavailable_or_internal(&e)
+            }
+        })?;
+        audit::record(
+            db,
+            tenant,
+            &caller,
+            "rollout.created",
+            &id,
+            json!({
+                "firmware_id": new.firmware_id, "model": model, "version": version,
+                "selector": {"channel": new.selector.channel, "tags": tags,
+                             "versions": new.selector.versions},
+                "stages": stages, "failure_threshold": rule.threshold(),
+                "min_reports": new.min_reports, "report_timeout_secs": new.report_timeout_secs,
+            }),
+        )
+    })?;
+    cache::invalidate(tenant);
+    let (rollout, tally) = load_with_tally(&db, tenant, &id)?.ok_or_else(respond::internal)?;
+    let mut response = respond::json(201, &rollout.view(&tally));
+    response.set_header("location", format!("/v1/ota/rollouts/{id}"));
+    Ok(response)
+}
+
+/// `GET /v1/ota/rollouts?state=&limit=&cursor=`, ordered by id, without counts.
+pub fn list(req: &Request) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin])?;
+    let tenant = caller.tenant()?;
+    let mut query = Query::parse(req.query())?;
+    let state = query.take_parsed("state", |s| {
+        RolloutState::parse(s).ok_or("must be active, paused, halted or aborted")
+    })?;
+    let cursor = query.take_parsed("cursor", |v| {
+        if crate::is_id("ro_", v) {
+            Ok(v.to_owned())
+        } else {
+            Err("not a cursor this endpoint returned")
+        }
+    })?;
+    let limit = query.take_limit()?;
+    query.finish()?;
+    let db = Db::open()?;
+    let rows = db.query(
+        &format!(
+            "{COLUMNS} WHERE r.tenant_id = $1 AND ($2::text IS NULL OR r.state = $2) \
+             AND ($3::text IS NULL OR r.rollout_id > $3) ORDER BY r.rollout_id LIMIT $4"
+        ),
+        &[
+            db::text(tenant.as_str()),
+            db::opt_text(state.map(|s| s.as_str())),
+            db::opt_text(cursor),
+            db::int8(i64::from(limit) + 1),
+        ],
+    )?;
+    let mut items = Vec::with_capacity(rows.rows.len());
+    for row in rows.rows.iter().take(limit as usize) {
+        let rollout = Rollout::from_row(row)?;
+        let mut view = serde_json::to_value(rollout.view(&Tally::default()))
+            .map_err(|_| respond::internal())?;
+        if let Some(object) = view.as_object_mut() {
+            for field in ["counts", "devices", "failure_rate"] {
+                object.remove(field);
+            }
+        }
+        items.push(view);
+    }
+    let next_cursor = (rows.rows.len() > limit as usize)
+        .then(|| {
+            items
+                .last()
+                .and_then(|v| v["id"].as_str().map(str::to_owned))
+        })
+        .flatten();
+    Ok(respond::json(
+        200,
+        &json!({"items": items, "next_cursor": next_cursor}),
+    ))
+}
+
+/// `GET /v1/ota/rollouts/{id}`: state, stage, counts, failure rate. Applies the halt
+/// rule first, so timeouts that pushed the rollout over its threshold halt it here.
+pub fn get(req: &Request, id: &str) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin])?;
+    let tenant = caller.tenant()?;
+    if !crate::is_id("ro_", id) {
+        return Err(Problem::not_found());
+    }
+    let db = Db::open()?;
+    let (rollout, tally) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
+    if rollout.is_open() && rollout.rule().should_halt(&tally) {
+        db.transaction(|db| halt_if_due(db, tenant, id, &caller, "read"))?;
+        cache::invalidate(tenant);
+        let (rollout, tally) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
+        return Ok(respond::json(200, &rollout.view(&tally)));
+    }
+    Ok(respond::json(200, &rollout.view(&tally)))
+}
+
+/// `POST /v1/ota/rollouts/{id}/{action}`
+pub fn act(req: &Request, id: &str, action: RolloutAction) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin])?;
+    let tenant = caller.tenant()?;
+    if !crate::is_id("ro_", id) {
+        return Err(Problem::not_found());
+    }
+    let db = Db::open()?;
+    let outcome = db.transaction(|db| {
+        let rollout = lock(db, tenant, id)?.ok_or_else(Problem::not_found)?;
+        let tally = tally(db, tenant, id)?;
+        if rollout.is_open() && rollout.rule().should_halt(&tally) {
+            halt(db, tenant, &rollout, &tally, &caller, action.as_str())?;
+            return Ok(Err(Problem::conflict(
+                "the rollout reached its failure threshold and has halted",
+            )));
+        }
+        let position = RolloutPosition {
+            state: rollout.state,
+            stage: rollout.stage,
+        };
+        let next = match apply_action(action, position, &rollout.stages, &rollout.rule(), &tally) {
+            Ok(next) => next,
+            Err(refused) => return Ok(Err(Problem::conflict(refused.to_string()))),
+        };
+        db.execute(
+            "UPDATE rollouts SET state = $3, stage = $4::int8, updated_at = now() \
+             WHERE tenant_id = $1 AND rollout_id = $2",
+            &[
+                db::text(tenant.as_str()),
+                db::text(id),
+                db::text(next.state.as_str()),
+                db::int8(next.stage as i64),
+            ],
+        )?;
+        let action_name = match action {
+            RolloutAction::Advance => "rollout.advanced",
+            RolloutAction::Pause => "rollout.paused",
+            RolloutAction::Resume => "rollout.resumed",
+            RolloutAction::Abort => "rollout.aborted",
+        };
+        audit::record(
+            db,
+            tenant,
+            &caller,
+            action_name,
+            id,
+            json!({
+                "from": {"state": rollout.state.as_str(), "stage": rollout.stage,
+                         "percent": rollout.stages.percent(rollout.stage)},
+                "to": {"state": next.state.as_str(), "stage": next.stage,
+                       "percent": rollout.stages.percent(next.stage)},
+                "counts": tally,
+            }),
+        )?;
+        Ok(Ok(()))
+    })?;
+    // A halt committed even when the action was refused: either way the cache is stale.
+    cache::invalidate(tenant);
+    outcome?;
+    let (rollout, tally) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
+    Ok(respond::json(200, &rollout.view(&tally)))
+}
+
+/// A rollout row.
+pub struct Rollout {
+    pub id: String,
+    pub firmware_id: String,
+    pub model: String,
+    pub version: String,
+    pub channel: String,
+    pub tags: Vec<String>,
+    pub versions: String,
+    pub stages: Stages,
+    pub stage: usize,
+    pub threshold_ppm: u32,
+    pub min_reports: u32,
+    pub report_timeout_secs: u32,
+    pub state: RolloutState,
+    pub halt_reason: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// [`Rollout::from_row`]'s columns; `r` is `rollouts`, `f` its firmware.
+const COLUMNS: &str = "SELECT r.rollout_id, r.firmware_id, r.model, f.version, r.channel, r.tags, \
+     r.version_range, r.stages::text[], r.stage, r.threshold_ppm, r.min_reports, \
+     r.report_timeout_secs, r.state, r.halt_reason, \
+     (extract(epoch from r.created_at) * 1000)::int8, (extract(epoch from r.updated_at) * 1000)::int8 \
+     FROM rollouts r JOIN firmware f ON f.tenant_id = r.tenant_id AND f.firmware_id = r.firmware_id";
+
+fn corrupt(what: &str) -> Problem {
+    eprintln!("ota: unreadable rollout column: {what}");
+    respond::internal()
+}
+
+impl Rollout {
+    fn from_row(row: &[DbValue]) -> Result<Self, Problem> {
+        let stages: Vec<u32> = db::text_array(row, 7)?
+            .iter()
+            .map(|s| s.parse::<u32>().map_err(|_| corrupt("stages")))
+            .collect::<Result<_, _>>()?;
+        let stages = Stages::new(&stages).map_err(|_| corrupt("stages"))?;
+        let int = |index: usize, what: &str| -> Result<u32, Problem> {
+            let value: i32 = db::column(row, index)?;
+            u32::try_from(value).map_err(|_| corrupt(what))
+        };
+        let state: String = db::column(row, 12)?;
+        Ok(Self {
+            id: db::column(row, 0)?,
+            firmware_id: db::column(row, 1)?,
+            model: db::column(row, 2)?,
+            version: db::column(row, 3)?,
+            channel: db::column(row, 4)?,
+            tags: db::text_array(row, 5)?,
+            versions: db::column(row, 6)?,
+            stages,
+            stage: int(8, "stage")? as usize,
+            threshold_ppm: int(9, "threshold_ppm")?,
+            min_reports: int(10, "min_reports")?,
+            report_timeout_secs: int(11, "report_timeout_secs")?,
+            state: RolloutState::parse(&state).ok_or_else(|| corrupt("state"))?,
+            halt_reason: db::column(row, 13)?,
+            created_ms: db::column(row, 14)?,
+            updated_ms: db::column(row, 15)?,
+        })
+    }
+
+    pub fn rule(&self) -> HaltRule {
+        HaltRule {
+            threshold_ppm: self.threshold_ppm,
+            min_reports: self.min_reports.max(1),
+        }
+    }
+
+    /// Active or paused: the halt rule still applies.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, RolloutState::Active | RolloutState::Paused)
+    }
+
+    fn view(&self, tally: &Tally) -> RolloutView<'_> {
+        RolloutView {
+            id: &self.id,
+            firmware_id: &self.firmware_id,
+            model: &self.model,
+            version: &self.version,
+            selector: json!({"channel": self.channel, "tags": self.tags, "versions": self.versions}),
+            stages: self.stages.as_slice(),
+            stage: self.stage,
+            stage_percent: self.stages.percent(self.stage),
+            failure_threshold: self.rule().threshold(),
+            min_reports: self.min_reports,
+            report_timeout_secs: self.report_timeout_secs,
+            state: self.state.as_str(),
+            halt_reason: self.halt_reason.as_deref(),
+            counts: *tally,
+            devices: tally.total(),
+            failure_rate: tally.failure_rate(),
+            created_at: time::rfc3339_ms(self.created_ms),
+            updated_at: time::rfc3339_ms(self.updated_ms),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RolloutView<'a> {
+    id: &'a str,
+    firmware_id: &'a str,
+    model: &'a str,
+    version: &'a str,
+    selector: Value,
+    stages: &'a [u8],
+    stage: usize,
+    stage_percent: u8,
+    failure_threshold: f64,
+    min_reports: u32,
+    report_timeout_secs: u32,
+    state: &'a str,
+    halt_reason: Option<&'a str>,
+    counts: Tally,
+    devices: u64,
+    failure_rate: f64,
+    created_at: String,
+    updated_at: String,
+}
+
+/// The rollout and its counts, or `None` if the tenant has no such rollout.
+pub fn load_with_tally(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<(Rollout, Tally)>, Problem> {
+    let rows = db.query(
+        &format!("{COLUMNS} WHERE r.tenant_id = $1 AND r.rollout_id = $2"),
+        &[db::text(tenant.as_str()), db::text(id)],
+    )?;
+    let Some(row) = rows.rows.first() else {
+        return Ok(None);
+    };
+    let rollout = Rollout::from_row(row)?;
+    let tally = tally(db, tenant, id)?;
+    Ok(Some((rollout, tally)))
+}
+
+/// Locks the rollout row for the transaction.
+pub fn lock(db: &Db, tenant: &TenantId, id: &str) -> Result<Option<Rollout>, Problem> {
+    let rows = db.query(
+        &format!("{COLUMNS} WHERE r.tenant_id = $1 AND r.rollout_id = $2 FOR UPDATE OF r"),
+        &[db::text(tenant.as_str()), db::text(id)],
+    )?;
+    rows.rows.first().map(|r| Rollout::from_row(r)).transpose()
+}
+
+/// Counts the rollout's devices per state as of this statement. An unfinished device
+/// whose report deadline has passed is counted as timed out (and only there).
+pub fn tally(db: &Db, tenant: &TenantId, id: &str) -> Result<Tally, Problem> {
+    let rows = db.query(
+        "SELECT count(*) FILTER (WHERE d.state = 'offered' AND NOT late), \
+                count(*) FILTER (WHERE d.state = 'downloading' AND NOT late), \
+                count(*) FILTER (WHERE d.state = 'installing' AND NOT late), \
+                count(*) FILTER (WHERE d.state = 'installed'), \
+                count(*) FILTER (WHERE d.state = 'failed'), \
+                count(*) FILTER (WHERE late) \
+         FROM rollouts r JOIN rollout_devices d \
+           ON d.tenant_id = r.tenant_id AND d.rollout_id = r.rollout_id \
+         CROSS JOIN LATERAL (SELECT d.state IN ('offered', 'downloading', 'installing') \
+           AND d.offered_at + make_interval(secs => r.report_timeout_secs) <= clock_timestamp() AS late) l \
+         WHERE r.tenant_id = $1 AND r.rollout_id = $2",
+        &[db::text(tenant.as_str()), db::text(id)],
+    )?;
+    let Some(row) = rows.rows.first() else {
+        return Ok(Tally::default());
+    };
+    let count = |index: usize| -> Result<u64, Problem> {
+        let n: i64 = db::column(row, index)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    Ok(Tally {
+        offered: count(0)?,
+        downloading: count(1)?,
+        installing: count(2)?,
+        installed: count(3)?,
+        failed: count(4)?,
+        timed_out: count(5)?,
+    })
+}
+
+/// Inside a transaction: locks the rollout, counts, and halts it if the rule says so.
+/// `Ok(true)` if this call halted it.
+pub fn halt_if_due(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    caller: &Caller,
+    trigger: &str,
+) -> Result<bool, Problem> {
+    let Some(rollout) = lock(db, tenant, id)? else {
+        return Ok(false);
+    };
+    if !rollout.is_open() {
+        return Ok(false);
+    }
+    let tally = tally(db, tenant, id)?;
+    if !rollout.rule().should_halt(&tally) {
+        return Ok(false);
+    }
+    halt(db, tenant, &rollout, &tally, caller, trigger)?;
+    Ok(true)
+}
+
+/// Sets `halted` with its reason and writes the audit entry. The caller holds the
+/// rollout's row lock and has checked [`HaltRule::should_halt`].
+pub fn halt(
+    db: &Db,
+    tenant: &TenantId,
+    rollout: &Rollout,
+    tally: &Tally,
+    caller: &Caller,
+    trigger: &str,
+) -> Result<(), Problem> {
+    let reason = format!(
+        "{} of {} devices with an outcome failed or timed out ({:.4}), at or above the failure threshold {} after at least {} reports",
+        tally.failures(),
+        tally.outcomes(),
+        tally.failure_rate(),
+        rollout.rule().threshold(),
+        rollout.min_reports,
+    );
+    db.execute(
+        "UPDATE rollouts SET state = 'halted', halt_reason = $3, updated_at = now() \
+         WHERE tenant_id = $1 AND rollout_id = $2",
+        &[
+            db::text(tenant.as_str()),
+            db::text(rollout.id.as_str()),
+            db::text(reason.as_str()),
+        ],
+    )?;
+    audit::record(
+        db,
+        tenant,
+        caller,
+        "rollout.halted",
+        &rollout.id,
+        json!({
+            "reason": reason, "trigger": trigger, "counts": tally,
+            "failure_rate": tally.failure_rate(),
+            "failure_threshold": rollout.rule().threshold(),
+            "min_reports": rollout.min_reports,
+            "stage": rollout.stage, "percent": rollout.stages.percent(rollout.stage),
+        }),
+    )
+}
