@@ -61,6 +61,23 @@ struct TokenResponse {
     expires_in: u64,
 }
 
+/// Public keys nobody holds the private half of (generated once with openssl and
+/// discarded), one per accepted algorithm.
+const DECOY_KEYS: [&str; 2] = [
+    "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAERJ9pjq0cwivzYbr/ig/RxbMJb6OF\ntJaT1DHWvuUb1CqCbxlqopGTglaNSIatYTzynd+IOxg44T7oBGgHuoGGwg==\n-----END PUBLIC KEY-----\n",
+    "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAIQ96t2MNW3OPkqNFsz5iLbBeVLGSUmHd4HanHXaig3k=\n-----END PUBLIC KEY-----\n",
+];
+
+/// Spends on an unknown or disabled device the signature check a real device would
+/// cost, so the time of a refusal does not tell which check failed.
+fn decoy_verification(assertion: &str, tenant: &TenantId, now: u64) {
+    let keys: Vec<DevicePublicKey> = DECOY_KEYS
+        .iter()
+        .filter_map(|pem| DevicePublicKey::from_pem(pem).ok())
+        .collect();
+    let _ = verify_assertion(assertion, &keys, tenant, now);
+}
+
 fn refused() -> Problem {
     Problem::unauthorized().with_detail("invalid client assertion")
 }
@@ -81,9 +98,16 @@ pub fn exchange(req: &Request) -> Result<Response, Problem> {
     let now = time::now_secs();
 
     let db = Db::open()?;
-    let record = load_login_record(&db, &tenant, &device)?
-        .ok_or_else(|| refuse_because(tenant.as_str(), device.as_str(), "unknown device"))?;
+    let Some(record) = load_login_record(&db, &tenant, &device)? else {
+        decoy_verification(&assertion, &tenant, now);
+        return Err(refuse_because(
+            tenant.as_str(),
+            device.as_str(),
+            "unknown device",
+        ));
+    };
     if record.status != DeviceStatus::Active {
+        decoy_verification(&assertion, &tenant, now);
         return Err(refuse_because(
             tenant.as_str(),
             device.as_str(),
