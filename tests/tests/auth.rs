@@ -12,7 +12,7 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::SigningKey;
 use serde_json::{Value, json};
 use toaster_host::Limits;
-use toaster_tests::TestApp;
+use toaster_tests::{HostOptions, TestApp, TestHost, app_manifest};
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -423,6 +423,132 @@ async fn every_login_refusal_is_the_same_401() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["expires_in"], 900);
+    app.stop().await;
+}
+
+// Several worker threads, so that the host runs the exchanges truly in parallel (on
+// the default single-threaded test runtime they would only interleave where the
+// component waits for I/O).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_assertion_replayed_in_parallel_is_exchanged_exactly_once() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let key = DeviceKey::es256();
+    api.register(&admin, "d1", &key).await;
+
+    // A captured assertion, fired RACERS times at once.
+    const RACERS: usize = 16;
+    let captured = claims("acme", "d1");
+    let assertion = key.sign(&captured);
+    let racers = (0..RACERS).map(|_| api.exchange(&assertion));
+    let results = futures::future::join_all(racers).await;
+    let mut statuses: Vec<u16> = results.iter().map(|(s, _)| s.as_u16()).collect();
+    statuses.sort();
+    let mut expected = vec![401; RACERS];
+    expected[0] = 200;
+    assert_eq!(statuses, expected, "exactly one exchange succeeds");
+    let refusals: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 401)
+        .map(|(_, b)| b)
+        .collect();
+    let (_, unknown) = api.exchange(&key.sign(&claims("acme", "nobody"))).await;
+    for body in refusals {
+        assert_eq!(body, &unknown, "a replay looks like every other refusal");
+    }
+    // And once more afterwards.
+    assert_eq!(api.exchange(&assertion).await.0, 401, "sequential replay");
+
+    let jti = captured["jti"].as_str().unwrap();
+    let recorded = count(
+        &app,
+        &format!(
+            "SELECT count(*) FROM used_assertions \
+             WHERE tenant_id = 'acme' AND device_id = 'd1' AND jti = '{jti}' \
+               AND expires_at = to_timestamp({})",
+            captured["exp"].as_u64().unwrap() + 61
+        ),
+    )
+    .await;
+    assert_eq!(recorded, 1, "kept until exp + leeway + 1 s");
+
+    // Expired rows of the device are deleted by its next login; nobody else's are.
+    let db = app.db.client().await;
+    db.execute(
+        "INSERT INTO used_assertions (tenant_id, device_id, jti, expires_at) VALUES \
+         ('acme', 'd1', 'old', now() - interval '1 second'), \
+         ('acme', 'd2', 'old', now() - interval '1 second')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let token = api.login("acme", "d1", &key).await;
+    assert_eq!(api.me(&token).await.0, 200, "a fresh jti still works");
+    let rows = |device: &'static str| {
+        let app = &app;
+        async move {
+            count(
+                app,
+                &format!("SELECT count(*) FROM used_assertions WHERE device_id = '{device}'"),
+            )
+            .await
+        }
+    };
+    assert_eq!(rows("d1").await, 2, "the captured jti and the fresh one");
+    assert_eq!(rows("d2").await, 1);
+
+    // A decommissioned device can never log in again: its jtis go.
+    assert_eq!(send(api.delete("/v1/devices/d1", &admin)).await.0, 204);
+    assert_eq!(rows("d1").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_used_assertion_stays_used_when_the_key_value_store_is_lost() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let key = DeviceKey::ed25519();
+    api.register(&admin, "d1", &key).await;
+    let assertion = key.sign(&claims("acme", "d1"));
+    assert_eq!(api.exchange(&assertion).await.0, 200);
+
+    // The same app and database behind a host whose key-value store is empty: a wiped
+    // or failed-over store, which the key-value store may always be.
+    let variables = BTreeMap::from([
+        ("db_url".to_owned(), app.db.url.clone()),
+        ("db_host".to_owned(), app.db.host_port()),
+        (
+            "token_signing_key".to_owned(),
+            app.token_signing_key.clone(),
+        ),
+        (
+            "manifest_signing_key".to_owned(),
+            app.manifest_signing_key.clone(),
+        ),
+    ]);
+    let wiped = TestHost::start(
+        &app_manifest(),
+        HostOptions {
+            variables,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("a second host starts");
+    let exchange = |assertion: String| {
+        wiped
+            .http
+            .post(wiped.url("/v1/auth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("grant_type", GRANT), ("assertion", &assertion)]))
+    };
+    let (status, body) = send(exchange(assertion)).await;
+    assert_eq!(status, 401, "replayed after the store was lost: {body}");
+    let (status, body) = send(exchange(key.sign(&claims("acme", "d1")))).await;
+    assert_eq!(status, 200, "a fresh assertion still works: {body}");
+    wiped.stop().await;
     app.stop().await;
 }
 

@@ -402,8 +402,9 @@ pub fn complete_rotation(
 }
 
 /// `DELETE /v1/devices/{id}[?erase=true]`: decommissions the device (its keys are
-/// deleted, its tokens revoked; the row stays so the id is not reused). With
-/// `erase=true` its telemetry and every key-value entry go too.
+/// deleted, its tokens revoked, the `jti`s of its used assertions forgotten since it
+/// can never log in again; the row stays so the id is not reused). With `erase=true`
+/// its telemetry and every key-value entry go too.
 pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Admin])?;
     let tenant = caller.tenant()?;
@@ -429,6 +430,10 @@ pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
         )?;
         db.execute(
             "DELETE FROM device_keys WHERE tenant_id = $1 AND device_id = $2",
+            &params,
+        )?;
+        db.execute(
+            "DELETE FROM used_assertions WHERE tenant_id = $1 AND device_id = $2",
             &params,
         )?;
         let mut details = json!({"erase": erase});

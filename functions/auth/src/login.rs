@@ -10,9 +10,10 @@
 //! 3. `verify_assertion` against the pending key, then the current one;
 //! 4. the per-device rate limit (429, the only refusal that says why: the caller has
 //!    just proven who it is);
-//! 5. replay: the `jti` must not be in `jti:{tenant}:{device}` unexpired; it is added
-//!    until the assertion's own expiry. If the store cannot be read, 503: better no
-//!    login than a replayable one;
+//! 5. replay: the `jti` is recorded in `used_assertions` until the assertion would be
+//!    refused as expired anyway, with one `INSERT … ON CONFLICT DO NOTHING`: of any
+//!    number of concurrent exchanges of one assertion exactly one inserts, the others
+//!    are refused ([`record_jti`]). If the database cannot be reached, 503;
 //! 6. signed by the pending key → the rotation completes (generation + 1);
 //! 7. an HS256 access token with the device's key generation, valid
 //!    [`ACCESS_TOKEN_TTL_SECS`].
@@ -30,7 +31,7 @@ use toaster_core::problem::Problem;
 use toaster_core::token::{AccessClaims, Role};
 use toaster_platform::auth::{self, RateLimit};
 use toaster_platform::db::{self, Db};
-use toaster_platform::kv::{self, DeviceStatus, SeenAssertions};
+use toaster_platform::kv::DeviceStatus;
 use toaster_platform::query::Query;
 use toaster_platform::{body, respond, time};
 
@@ -43,9 +44,6 @@ use crate::devices;
 pub const ACCESS_TOKEN_TTL_SECS: u64 = 15 * 60;
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Unexpired `jti`s remembered per device. A device needs a handful an hour; more
-/// means a loop or an attack, and is refused rather than forgotten.
-const MAX_SEEN_ASSERTIONS: usize = 256;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,13 +136,19 @@ pub fn exchange(req: &Request) -> Result<Response, Problem> {
     };
 
     auth::check_rate(&RateLimit::from_variable(), &tenant, &device, now)?;
-    remember_jti(
+    if !record_jti(
+        &db,
         &tenant,
         &device,
         &verified.jti,
-        verified.ttl_remaining(now),
-        now,
-    )?;
+        now.saturating_add(verified.ttl_remaining(now)),
+    )? {
+        return Err(refuse_because(
+            tenant.as_str(),
+            device.as_str(),
+            "jti replayed",
+        ));
+    }
 
     let mut generation = record.key_generation;
     if by_pending {
@@ -315,39 +319,41 @@ fn load_login_record(
     Ok(Some(record))
 }
 
-/// Refuses a `jti` seen within its lifetime and remembers this one for `ttl_secs`.
-fn remember_jti(
+/// Records the assertion's `jti` until `expires_at` (Unix seconds); `false` if it is
+/// already recorded: a replay.
+///
+/// One statement, so it is atomic: the primary key lets exactly one of any number of
+/// concurrent exchanges of the same `jti` insert, and the others get no row back. The
+/// same statement deletes the device's expired rows, which bounds the table by each
+/// device's live assertions. Rows another login is deleting are skipped rather than
+/// waited for (`SKIP LOCKED`): cleanup never blocks or deadlocks a login, and the next
+/// login deletes what was skipped. This `jti`'s own row is never deleted here, so
+/// whether the conflict is seen does not depend on the order PostgreSQL runs the two
+/// parts in; an expired row of it only refuses an assertion already past its expiry.
+fn record_jti(
+    db: &Db,
     tenant: &TenantId,
     device: &DeviceId,
     jti: &str,
-    ttl_secs: u64,
-    now: u64,
-) -> Result<(), Problem> {
-    let key = kv::jti_key(tenant, device);
-    let unavailable = |e: kv::KvError| {
-        eprintln!("auth: replay cache unavailable: {}", kv::describe(&e));
-        Problem::unavailable(db::RETRY_AFTER_SECS)
-            .with_detail("the replay cache is unavailable; retry later")
-    };
-    let store = kv::open().map_err(unavailable)?;
-    let mut seen: SeenAssertions = kv::get_json(&store, &key)
-        .map_err(unavailable)?
-        .unwrap_or_default();
-    seen.retain(|_, until| *until > now);
-    if seen.contains_key(jti) {
-        return Err(refuse_because(
-            tenant.as_str(),
-            device.as_str(),
-            "jti replayed",
-        ));
-    }
-    if seen.len() >= MAX_SEEN_ASSERTIONS {
-        eprintln!(
-            "auth: {tenant}/{device} exchanged {MAX_SEEN_ASSERTIONS} assertions within their lifetime"
-        );
-        return Err(Problem::too_many_requests(60)
-            .with_detail("too many assertions exchanged; wait for older ones to expire"));
-    }
-    seen.insert(jti.to_owned(), now.saturating_add(ttl_secs));
-    kv::set_json(&store, &key, &seen).map_err(unavailable)
+    expires_at: u64,
+) -> Result<bool, Problem> {
+    let rows = db.query(
+        "WITH expired AS ( \
+           DELETE FROM used_assertions \
+           WHERE tenant_id = $1 AND device_id = $2 AND jti IN ( \
+             SELECT jti FROM used_assertions \
+             WHERE tenant_id = $1 AND device_id = $2 AND expires_at < now() AND jti <> $3 \
+             FOR UPDATE SKIP LOCKED)) \
+         INSERT INTO used_assertions (tenant_id, device_id, jti, expires_at) \
+         VALUES ($1, $2, $3, to_timestamp($4::int8)) \
+         ON CONFLICT DO NOTHING \
+         RETURNING 1",
+        &[
+            db::text(tenant.as_str()),
+            db::text(device.as_str()),
+            db::text(jti),
+            db::int8(i64::try_from(expires_at).unwrap_or(i64::MAX)),
+        ],
+    )?;
+    Ok(!rows.rows.is_empty())
 }

@@ -2,27 +2,27 @@
 //!
 //! All components use the store labelled [`STORE`] (`key_value_stores = ["default"]`
 //! in spin.toml). It holds only what can be rebuilt from PostgreSQL or may be lost, so
-//! a wiped store costs latency, never correctness (except the replay cache, whose loss
-//! lets an already-used assertion be exchanged once more within its short lifetime).
-//! Values are JSON.
+//! a wiped store costs latency, never correctness. Values are JSON. (The `jti`s of
+//! exchanged login assertions are not here but in PostgreSQL, `used_assertions`: replay
+//! protection needs an atomic check-and-record, which this store cannot give.)
 //!
 //! | key | value | written by | read by |
 //! |-----|-------|------------|---------|
 //! | `device:{tenant}:{device}` | [`DeviceState`]: `{"status": "active", "gen": 3, "checked_ms": i64}` | `auth` on every status or key change; [`crate::auth`] on a miss | [`crate::auth::authenticate`] |
 //! | `last:{tenant}:{device}` | [`LastKnown`]: `{"last_seen_ms": i64, "metrics": {name: {"ts_ms": i64, "value": number\|bool}}}` | `ingest` | `auth` (`GET /v1/devices/{id}`) |
 //! | `rate:{tenant}:{device}` | [`RateWindow`]: `{"window": u64, "count": u32}` | [`crate::auth`] | [`crate::auth`] |
-//! | `jti:{tenant}:{device}` | [`SeenAssertions`]: `{"<jti>": exp_unix_secs, ...}` | `auth` (device login) | `auth` |
+//! | `ota:{tenant}` | the tenant's active rollouts: `{"built_ms": i64, "rollouts": [{"id", "model", "channel", "versions", "percent": u8, "version"}]}` | `ota` (its check, on a miss or an entry older than 10 s; deleted after every committed rollout change) | `ota` (`GET /v1/ota/check`) |
 //!
 //! Identifiers are ASCII without `:` in tenants, so `{tenant}:` always ends at the
-//! first colon. One key per device (not per window or per `jti`): Spin's key-value
-//! interface has no expiry, so per-window or per-`jti` keys would pile up forever;
-//! one key per device is bounded and is what erasure deletes ([`device_keys`]).
+//! first colon. One key per device (not per window): Spin's key-value interface has no
+//! expiry, so per-window keys would pile up forever; one key per device is bounded and
+//! is what erasure deletes ([`device_keys`]).
 //!
 //! Read-modify-write is not atomic (the interface has no compare-and-swap): two
-//! concurrent requests of the same device may both read the old value. The rate limit
-//! is therefore approximate under heavy concurrency of one device (never another's
-//! problem), and the replay cache could let two simultaneous exchanges of the same
-//! assertion both pass.
+//! concurrent requests of the same device may both read the old value. So nothing
+//! whose correctness depends on it belongs here. The rate limit is approximate under
+//! heavy concurrency of one device (never another's problem), which it may be: it
+//! protects capacity, not security.
 
 use std::collections::BTreeMap;
 
@@ -51,18 +51,12 @@ pub fn rate_key(tenant: &TenantId, device: &DeviceId) -> String {
     format!("rate:{tenant}:{device}")
 }
 
-/// `jti:{tenant}:{device}`: the device's [`SeenAssertions`].
-pub fn jti_key(tenant: &TenantId, device: &DeviceId) -> String {
-    format!("jti:{tenant}:{device}")
-}
-
 /// Every key that holds state of one device: what erasure deletes.
-pub fn device_keys(tenant: &TenantId, device: &DeviceId) -> [String; 4] {
+pub fn device_keys(tenant: &TenantId, device: &DeviceId) -> [String; 3] {
     [
         device_key(tenant, device),
         last_key(tenant, device),
         rate_key(tenant, device),
-        jti_key(tenant, device),
     ]
 }
 
@@ -148,10 +142,6 @@ pub struct RateWindow {
     pub count: u32,
 }
 
-/// `jti:{tenant}:{device}`: the `jti`s of assertions already exchanged, each with the
-/// Unix second until which it must be refused.
-pub type SeenAssertions = BTreeMap<String, u64>;
-
 /// Opens [`STORE`].
 pub fn open() -> Result<Store, Error> {
     Store::open(STORE)
@@ -200,7 +190,6 @@ mod tests {
         assert_eq!(device_key(&t, &d), "device:acme:aa:bb:cc");
         assert_eq!(last_key(&t, &d), "last:acme:aa:bb:cc");
         assert_eq!(rate_key(&t, &d), "rate:acme:aa:bb:cc");
-        assert_eq!(jti_key(&t, &d), "jti:acme:aa:bb:cc");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::{Measurement, load_with, summarize};
 use crate::{HostConfig, Limits, RunningHost, Runtime, database, keys, migrate};
 
 /// Devices registered for the run; each login uses the next device, so no
-/// device's replay cache or rate budget shapes the figures.
+/// device's rate budget shapes the figures.
 const DEVICES: usize = 256;
 
 pub struct AppUnderTest {
