@@ -1,10 +1,142 @@
-//! The `aggregate` component: Rollups and time-series queries.
-//! No routes yet: every request is answered with a 404 problem.
+//! The `aggregate` component: time-series queries over the telemetry, and retention.
+//! Routes on the full request path:
+//!
+//! | route | who | module |
+//! |-------|-----|--------|
+//! | `GET /v1/metrics/devices/{id}/{metric}?from&to&bucket&agg&fill` | admin, the device itself | [`series`] |
+//! | `GET /v1/metrics/devices/{id}/{metric}/raw?from&to&limit&cursor` | admin, the device itself | [`readings`] |
+//! | `GET /v1/metrics/devices/{id}/latest` | admin, the device itself | [`readings`] |
+//! | `GET /v1/metrics/fleet/{metric}?from&to&bucket&agg&fill&model&channel&tag` | admin | [`series`] |
+//! | `GET`, `PUT /v1/metrics/retention` | admin | [`retention`] |
+//! | `POST /v1/metrics/retention/run` | admin (its tenant), operator (all) | [`retention`] |
+//!
+//! Aggregates are read from the 1-minute and 1-hour rollups that the ingest statement
+//! keeps exactly current (see `docs/aggregation.md` and `schemas/sql/0004_rollups.sql`);
+//! bucket edges are UTC, counted from the Unix epoch.
+//!
+//! `latest` is a valid metric name, but `/devices/{id}/latest` is the last-values route:
+//! a device metric called `latest` can be read raw (`/devices/{id}/latest/raw`) and
+//! through the fleet route, not as a device series.
 
-use spin_sdk::http::{Request, Response};
+mod params;
+mod readings;
+mod retention;
+mod series;
+
+use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
+use toaster_core::ids::{DeviceId, MetricName, TenantId};
+use toaster_core::problem::Problem;
+use toaster_core::token::Role;
+use toaster_platform::auth::{self, Caller};
+use toaster_platform::db::{self, Db};
+use toaster_platform::respond;
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    toaster_platform::respond::no_route(req.method(), req.path())
+    respond::outcome(route(&req))
+}
+
+fn route(req: &Request) -> Result<Response, Problem> {
+    let path = req.path();
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let method = req.method();
+    let get_only = |handler: &dyn Fn() -> Result<Response, Problem>| match method {
+        Method::Get => handler(),
+        _ => Err(respond::method_not_allowed(method)),
+    };
+    match segments.as_slice() {
+        ["v1", "metrics", "devices", device, "latest"] => {
+            get_only(&|| readings::latest(req, device))
+        }
+        ["v1", "metrics", "devices", device, metric] => {
+            get_only(&|| series::device(req, device, metric))
+        }
+        ["v1", "metrics", "devices", device, metric, "raw"] => {
+            get_only(&|| readings::raw(req, device, metric))
+        }
+        ["v1", "metrics", "fleet", metric] => get_only(&|| series::fleet(req, metric)),
+        ["v1", "metrics", "retention"] => match method {
+            Method::Get => retention::get(req),
+            Method::Put => retention::put(req),
+            _ => Err(respond::method_not_allowed(method)),
+        },
+        ["v1", "metrics", "retention", "run"] => match method {
+            Method::Post => retention::run(req),
+            _ => Err(respond::method_not_allowed(method)),
+        },
+        _ => Err(respond::no_route_problem(method, req.path())),
+    }
+}
+
+/// Whose data a request reads: the caller's tenant and a device it may see, and the
+/// session the check used, for the query that follows.
+pub(crate) struct Subject {
+    pub tenant: TenantId,
+    pub device: DeviceId,
+    pub db: Db,
+}
+
+/// Authenticates an admin or a device and resolves `{id}`: an admin reads any device
+/// of its tenant, a device only itself. Another device, an unknown one or one of
+/// another tenant are alike: 404.
+pub(crate) fn device_subject(req: &Request, raw_device: &str) -> Result<Subject, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin, Role::Device])?;
+    let tenant = caller.tenant()?.clone();
+    let device = path_segment(raw_device)
+        .and_then(|id| DeviceId::parse(&id).ok())
+        .ok_or_else(Problem::not_found)?;
+    let db = Db::open()?;
+    check_device(&db, &caller, &tenant, &device)?;
+    Ok(Subject { tenant, device, db })
+}
+
+fn check_device(
+    db: &Db,
+    caller: &Caller,
+    tenant: &TenantId,
+    device: &DeviceId,
+) -> Result<(), Problem> {
+    match caller.role {
+        // authenticate() has checked that the device exists and is active.
+        Role::Device if caller.device() == Some(device) => Ok(()),
+        Role::Device => Err(Problem::not_found()),
+        _ => {
+            let rows = db.query(
+                "SELECT 1 FROM devices WHERE tenant_id = $1 AND device_id = $2",
+                &[db::text(tenant.as_str()), db::text(device.as_str())],
+            )?;
+            if rows.rows.is_empty() {
+                Err(Problem::not_found())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A `{metric}` path segment; 404 when it is not a metric name (no such resource).
+pub(crate) fn metric_in_path(raw: &str) -> Result<MetricName, Problem> {
+    path_segment(raw)
+        .and_then(|name| MetricName::parse(&name).ok())
+        .ok_or_else(|| Problem::not_found().with_detail("no such metric name"))
+}
+
+/// Percent-decodes one path segment; `None` if it is not valid UTF-8 once decoded.
+fn path_segment(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }

@@ -1,4 +1,7 @@
-//! Storing a batch: one statement, one round trip (see `store_batch.sql`).
+//! Storing a batch: one statement, one round trip (see `store_batch.sql`). The same
+//! statement folds the readings it inserted into the 1-minute and 1-hour rollups, so
+//! they commit together and a resent reading is counted nowhere twice
+//! (docs/aggregation.md has the measurements behind that choice).
 //!
 //! The statement text is the same for every batch size, so the host prepares it once
 //! per pooled session. Readings go as three parallel arrays (`unnest`): measured
@@ -147,5 +150,8 @@ mod tests {
         assert!(!STORE_BATCH.contains("BEGIN"));
         assert_eq!(STORE_BATCH.matches("INSERT INTO telemetry").count(), 1);
         assert!(STORE_BATCH.contains("ON CONFLICT DO NOTHING"));
+        // The rollups are fed from the rows the INSERT returned, never from the input.
+        assert!(STORE_BATCH.contains("FROM stored"));
+        assert_eq!(STORE_BATCH.matches("INSERT INTO rollup_").count(), 2);
     }
 }

@@ -1,4 +1,5 @@
--- Stores one batch of one device's readings in one statement (one round trip).
+-- Stores one batch of one device's readings in one statement (one round trip), and
+-- folds the readings it stored into the 1-minute and 1-hour rollups.
 --
 -- $1 tenant_id, $2 device_id, and three arrays of equal length, one element per
 -- reading: $3 metric (text[]), $4 ts in Unix milliseconds (int8[]), $5 value (text[]:
@@ -9,6 +10,13 @@
 -- `oldest_ms`, the start of the tenant's retention window. If any reading is older
 -- than that, nothing is written (`stored` is 0) and the caller answers 422.
 -- A row outside every partition raises SQLSTATE 23514: see 0002_telemetry.sql.
+--
+-- Rollups (0004_rollups.sql) are built from `stored`, the rows the INSERT actually
+-- inserted: a resent reading inserts nothing and so adds nothing, and a late one
+-- lands in its own bucket. Buckets are UTC minutes and hours (date_bin from the
+-- epoch). Upserts go in key order, so two batches of one device touching the same
+-- buckets wait for each other instead of deadlocking. Data-modifying CTEs always run
+-- to completion, whether or not the final SELECT reads them.
 WITH policy AS (
     SELECT floor(extract(epoch FROM toaster_telemetry_oldest($1)) * 1000)::int8 AS oldest_ms
 ),
@@ -20,6 +28,61 @@ stored AS (
     FROM unnest($3::text[], $4::int8[], $5::text[]) AS r(metric, ts_ms, value)
     WHERE (SELECT min(t) FROM unnest($4::int8[]) AS t) >= (SELECT oldest_ms FROM policy)
     ON CONFLICT DO NOTHING
-    RETURNING 1
+    RETURNING metric, ts, value
+),
+minutes AS (
+    SELECT metric, date_bin(interval '1 minute', ts, timestamptz 'epoch') AS bucket,
+           count(*) AS readings, sum(value) AS total, min(value) AS low, max(value) AS high,
+           min(ts) AS first_ts, (array_agg(value ORDER BY ts))[1] AS first_value,
+           max(ts) AS last_ts, (array_agg(value ORDER BY ts DESC))[1] AS last_value
+    FROM stored
+    GROUP BY 1, 2
+),
+hours AS (
+    SELECT metric, date_bin(interval '1 hour', bucket, timestamptz 'epoch') AS bucket,
+           sum(readings)::int8 AS readings, sum(total) AS total, min(low) AS low,
+           max(high) AS high,
+           min(first_ts) AS first_ts, (array_agg(first_value ORDER BY first_ts))[1] AS first_value,
+           max(last_ts) AS last_ts, (array_agg(last_value ORDER BY last_ts DESC))[1] AS last_value
+    FROM minutes
+    GROUP BY 1, 2
+),
+minute_rollup AS (
+    INSERT INTO rollup_minute AS o (tenant_id, device_id, metric, bucket, readings, total, low,
+                                    high, first_ts, first_value, last_ts, last_value)
+    SELECT $1, $2, metric, bucket, readings, total, low, high, first_ts, first_value, last_ts,
+           last_value
+    FROM minutes
+    ORDER BY metric, bucket
+    ON CONFLICT (tenant_id, device_id, metric, bucket) DO UPDATE SET
+        readings = o.readings + excluded.readings,
+        total = o.total + excluded.total,
+        low = least(o.low, excluded.low),
+        high = greatest(o.high, excluded.high),
+        first_ts = least(o.first_ts, excluded.first_ts),
+        first_value = CASE WHEN excluded.first_ts < o.first_ts
+                           THEN excluded.first_value ELSE o.first_value END,
+        last_ts = greatest(o.last_ts, excluded.last_ts),
+        last_value = CASE WHEN excluded.last_ts > o.last_ts
+                          THEN excluded.last_value ELSE o.last_value END
+),
+hour_rollup AS (
+    INSERT INTO rollup_hour AS o (tenant_id, device_id, metric, bucket, readings, total, low,
+                                  high, first_ts, first_value, last_ts, last_value)
+    SELECT $1, $2, metric, bucket, readings, total, low, high, first_ts, first_value, last_ts,
+           last_value
+    FROM hours
+    ORDER BY metric, bucket
+    ON CONFLICT (tenant_id, device_id, metric, bucket) DO UPDATE SET
+        readings = o.readings + excluded.readings,
+        total = o.total + excluded.total,
+        low = least(o.low, excluded.low),
+        high = greatest(o.high, excluded.high),
+        first_ts = least(o.first_ts, excluded.first_ts),
+        first_value = CASE WHEN excluded.first_ts < o.first_ts
+                           THEN excluded.first_value ELSE o.first_value END,
+        last_ts = greatest(o.last_ts, excluded.last_ts),
+        last_value = CASE WHEN excluded.last_ts > o.last_ts
+                          THEN excluded.last_value ELSE o.last_value END
 )
 SELECT (SELECT count(*) FROM stored) AS stored, (SELECT oldest_ms FROM policy) AS oldest_ms

@@ -45,7 +45,7 @@ enum Command {
         /// Seconds (or e.g. 10s) per measurement point.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         duration: Duration,
-        /// Scenarios to run: host, auth, ota, ingest (repeatable; default all).
+        /// Scenarios to run: host, auth, ota, ingest, aggregate (repeatable; default all).
         #[arg(long = "scenario")]
         scenarios: Vec<String>,
         /// Admin URL of a PostgreSQL server for a scratch database; default 127.0.0.1:5432 if it answers, else a local cluster under .toaster/.
@@ -217,13 +217,19 @@ async fn bench_cmd(
     }
     let workspace = std::env::current_dir()?;
     let scenarios = if scenarios.is_empty() {
-        vec!["host".into(), "auth".into(), "ota".into(), "ingest".into()]
+        vec![
+            "host".into(),
+            "auth".into(),
+            "ota".into(),
+            "ingest".into(),
+            "aggregate".into(),
+        ]
     } else {
         scenarios
     };
     for s in &scenarios {
-        if !["host", "auth", "ota", "ingest"].contains(&s.as_str()) {
-            bail!("unknown scenario {s:?}: choose host, auth, ota or ingest");
+        if !["host", "auth", "ota", "ingest", "aggregate"].contains(&s.as_str()) {
+            bail!("unknown scenario {s:?}: choose host, auth, ota, ingest or aggregate");
         }
     }
     let mut local_pg = None;

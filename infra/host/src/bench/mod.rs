@@ -293,6 +293,7 @@ pub fn workspace_from(manifest: &std::path::Path) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
 }
+pub mod aggregate;
 pub mod app;
 pub mod ota;
 
@@ -344,7 +345,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<(String, String)>> {
         out.push(("host".to_string(), host_table(&s)));
     }
     let wants = |name: &str| opts.scenarios.iter().any(|s| s == name);
-    if !(wants("auth") || wants("ingest") || wants("ota")) {
+    if !(wants("auth") || wants("ingest") || wants("ota") || wants("aggregate")) {
         return Ok(out);
     }
     let dir = std::env::temp_dir().join(format!("toaster-bench-app-{}", std::process::id()));
@@ -407,6 +408,11 @@ async fn app_scenarios(
             "ota".to_string(),
             ota::ota_check(app, &opts.workspace, d).await?,
         ));
+    }
+    if wants("aggregate") {
+        eprintln!("bench aggregate: loading 10.8M readings, then 30-day 1h queries vs raw SQL");
+        let s = aggregate::aggregate_scenario(app, d).await?;
+        out.push(("aggregate".to_string(), aggregate::aggregate_table(&s)));
     }
     if wants("ingest") {
         eprintln!("bench ingest: batches of 1, 10, 100, 1000 vs tokio-postgres");
