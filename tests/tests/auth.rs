@@ -1149,7 +1149,7 @@ async fn devices_are_listed_by_filter_with_a_cursor_and_erased_on_request() {
     assert_eq!(send(api.get("/v1/devices?colour=red", &admin)).await.0, 400);
     assert_eq!(send(api.get("/v1/devices?limit=0", &admin)).await.0, 400);
 
-    // Erasure: telemetry goes with the device.
+    // Erasure: telemetry and its rollups go with the device.
     let db = app.db.client().await;
     db.execute(
         "INSERT INTO telemetry (tenant_id, device_id, metric, ts, value, value_is_bool) \
@@ -1158,6 +1158,19 @@ async fn devices_are_listed_by_filter_with_a_cursor_and_erased_on_request() {
     )
     .await
     .unwrap();
+    for table in ["rollup_minute", "rollup_hour"] {
+        db.execute(
+            &format!(
+                "INSERT INTO {table} (tenant_id, device_id, metric, bucket, readings, total, low, high, \
+                 first_ts, first_value, last_ts, last_value) \
+                 SELECT 'acme', d, 'temp_c', date_trunc('hour', now()), 1, 1, 1, 1, now(), 1, now(), 1 \
+                 FROM unnest(ARRAY['a1', 'a2']) AS d"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    }
     assert_eq!(
         send(api.delete("/v1/devices/a1?erase=true", &admin))
             .await
@@ -1180,6 +1193,26 @@ async fn devices_are_listed_by_filter_with_a_cursor_and_erased_on_request() {
         .await,
         1
     );
+    for table in ["rollup_minute", "rollup_hour"] {
+        assert_eq!(
+            count(
+                &app,
+                &format!("SELECT count(*) FROM {table} WHERE device_id = 'a1'")
+            )
+            .await,
+            0,
+            "{table}"
+        );
+        assert_eq!(
+            count(
+                &app,
+                &format!("SELECT count(*) FROM {table} WHERE device_id = 'a2'")
+            )
+            .await,
+            1,
+            "{table}"
+        );
+    }
     let (_, page) = send(api.get("/v1/devices?status=decommissioned", &admin)).await;
     assert_eq!(ids(&page), ["a1"]);
     app.stop().await;

@@ -448,6 +448,15 @@ pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
                 &params,
             )?;
             details["telemetry_rows_erased"] = json!(readings);
+            // The rollups are aggregates of the erased readings: they go too.
+            let mut rollups = 0;
+            for table in ["rollup_minute", "rollup_hour"] {
+                rollups += db.execute(
+                    &format!("DELETE FROM {table} WHERE tenant_id = $1 AND device_id = $2"),
+                    &params,
+                )?;
+            }
+            details["rollup_rows_erased"] = json!(rollups);
         }
         audit::record(
             db,
