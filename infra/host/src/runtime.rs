@@ -429,59 +429,41 @@ impl App {
             .new_response_outparam(sender)
             .map_err(|e| Failure::Trap(format!("{e:?}")))?;
         let pre = component.pre.clone();
-        // The guest runs on this task, beside the code that collects its response:
-        // handing it to another task would cost a cross-thread wake-up per request.
-        // Only a guest still running once the response is ready (a streamed body, or
-        // clean-up after it) is moved to a task of its own.
-        let mut guest = Box::pin(async move {
+        let task = tokio::task::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
                 .await
         });
-        let mut response = Box::pin(async move {
-            match receiver.await {
-                Ok(Ok(resp)) => Some(
-                    buffer_small_body(resp)
-                        .await
-                        .map_err(|e| format!("the response body failed: {e:?}")),
-                ),
-                Ok(Err(code)) => Some(Err(format!("component answered with error {code:?}"))),
-                // The guest's store is gone without a response: see how the guest ended.
-                Err(_) => None,
-            }
-        });
-        let deadline = tokio::time::sleep(self.limits.request_timeout);
-        tokio::pin!(deadline);
-        let mut guest_result: Option<wasmtime::Result<()>> = None;
-        loop {
-            tokio::select! {
-                biased;
-                r = &mut response => {
-                    return match r {
-                        Some(Ok(resp)) => {
-                            if guest_result.is_none() {
-                                tokio::spawn(guest);
-                            }
-                            Ok(resp)
-                        }
-                        Some(Err(e)) => Err(Failure::Trap(e)),
-                        None => {
-                            let ended = match guest_result {
-                                Some(r) => r,
-                                None => guest.await,
-                            };
-                            match ended {
-                                Ok(()) => Err(Failure::Trap("the component never set a response".into())),
-                                Err(e) if is_timeout(&e) => Err(Failure::Timeout),
-                                Err(e) => Err(Failure::Trap(format!("{e:?}"))),
-                            }
-                        }
-                    };
+        let abort = task.abort_handle();
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(Ok(resp))) => {
+                match tokio::time::timeout_at(deadline, buffer_small_body(resp)).await {
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(e)) => {
+                        abort.abort();
+                        Err(Failure::Trap(format!("the response body failed: {e:?}")))
+                    }
+                    Err(_) => {
+                        abort.abort();
+                        Err(Failure::Timeout)
+                    }
                 }
-                g = &mut guest, if guest_result.is_none() => guest_result = Some(g),
-                _ = &mut deadline => return Err(Failure::Timeout),
+            }
+            Ok(Ok(Err(code))) => Err(Failure::Trap(format!(
+                "component answered with error {code:?}"
+            ))),
+            Ok(Err(_)) => match task.await {
+                Ok(Ok(())) => Err(Failure::Trap("the component never set a response".into())),
+                Ok(Err(e)) if is_timeout(&e) => Err(Failure::Timeout),
+                Ok(Err(e)) => Err(Failure::Trap(format!("{e:?}"))),
+                Err(e) => Err(Failure::Trap(format!("{e:?}"))),
+            },
+            Err(_) => {
+                abort.abort();
+                Err(Failure::Timeout)
             }
         }
     }
