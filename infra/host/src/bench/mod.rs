@@ -192,18 +192,19 @@ pub struct HostScenario {
     pub rows: Vec<(Measurement, Measurement)>,
 }
 
-/// Runs scenario `host`: returns (native, toaster) per connection count.
-pub async fn host_scenario(
+/// Serves the trivial `hello` component on its own host (port 0); returns the host
+/// and its scratch directory, which the caller removes.
+pub async fn start_hello_host(
     workspace: &std::path::Path,
-    duration: Duration,
-) -> anyhow::Result<HostScenario> {
+    tag: &str,
+) -> anyhow::Result<(crate::RunningHost, PathBuf)> {
     let hello = workspace.join("target/wasm32-wasip2/release/hello.wasm");
     anyhow::ensure!(
         hello.exists(),
         "{} is missing: run scripts/build-wasm",
         hello.display()
     );
-    let dir = std::env::temp_dir().join(format!("toaster-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("toaster-bench-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let manifest = dir.join("spin.toml");
     std::fs::write(
@@ -224,7 +225,16 @@ pub async fn host_scenario(
         },
     )
     .await
-    .context("starting the host")?;
+    .context("starting the host for the trivial component")?;
+    Ok((host, dir))
+}
+
+/// Runs scenario `host`: returns (native, toaster) per connection count.
+pub async fn host_scenario(
+    workspace: &std::path::Path,
+    duration: Duration,
+) -> anyhow::Result<HostScenario> {
+    let (host, dir) = start_hello_host(workspace, "host").await?;
     let native = native_hello_server().await?;
     let mut rows = Vec::new();
     for connections in [1usize, 16, 64] {

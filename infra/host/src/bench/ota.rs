@@ -31,8 +31,8 @@ use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::token::AccessClaims;
 
 use super::app::AppUnderTest;
-use super::{HELLO_APP, Measurement, load, load_with};
-use crate::{HostConfig, Limits, Runtime, database};
+use super::{Measurement, load, load_with};
+use crate::database;
 
 const DEVICES: usize = 10_000;
 const MODEL: &str = "bench-ota";
@@ -223,34 +223,7 @@ fn device_me(tokens: Arc<Vec<String>>) -> super::RequestFactory {
 
 /// The trivial component served by its own host, measured with the same load.
 async fn trivial_host(workspace: &Path, duration: Duration) -> anyhow::Result<Measurement> {
-    let hello = workspace.join("target/wasm32-wasip2/release/hello.wasm");
-    anyhow::ensure!(
-        hello.exists(),
-        "{} is missing: run scripts/build-wasm",
-        hello.display()
-    );
-    let dir = std::env::temp_dir().join(format!("toaster-bench-ota-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let manifest = dir.join("spin.toml");
-    std::fs::write(
-        &manifest,
-        HELLO_APP.replace("{hello}", &hello.display().to_string()),
-    )?;
-    let limits = Limits::default();
-    let runtime = Runtime::new(&limits, Some(dir.join("cache")))?;
-    let host = crate::start(
-        &runtime,
-        HostConfig {
-            manifest,
-            listen: "127.0.0.1:0".parse()?,
-            tls: None,
-            variables: Default::default(),
-            state_dir: dir.join("state"),
-            limits,
-        },
-    )
-    .await
-    .context("starting the trivial host")?;
+    let (host, dir) = super::start_hello_host(workspace, "ota").await?;
     load(host.addr(), "/", CONNECTIONS, Duration::from_millis(500)).await?;
     let m = load(host.addr(), "/", CONNECTIONS, duration).await?;
     host.shutdown().await?;
