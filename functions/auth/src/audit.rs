@@ -73,12 +73,6 @@ struct EntryActor {
     name: String,
 }
 
-#[derive(Serialize)]
-struct Page {
-    items: Vec<Entry>,
-    next_cursor: Option<String>,
-}
-
 /// `GET /v1/audit?limit=&cursor=`
 pub fn list(req: &Request) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Admin])?;
@@ -105,7 +99,7 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
         ],
     )?;
     let mut items = Vec::with_capacity(rows.rows.len());
-    for row in rows.rows.iter().take(limit as usize) {
+    for row in &rows.rows {
         let seq: i64 = db::column(row, 0)?;
         items.push(Entry {
             id: seq.to_string(),
@@ -119,8 +113,5 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
             details: db::column(row, 6)?,
         });
     }
-    let next_cursor = (rows.rows.len() > limit as usize)
-        .then(|| items.last().map(|e| e.id.clone()))
-        .flatten();
-    Ok(respond::json(200, &Page { items, next_cursor }))
+    Ok(respond::page(items, limit, |e| Some(e.id.clone())))
 }

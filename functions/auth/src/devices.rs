@@ -191,17 +191,12 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
             db::int8(i64::from(limit) + 1),
         ],
     )?;
-    let mut items = Vec::with_capacity(rows.rows.len());
-    for row in rows.rows.iter().take(limit as usize) {
-        items.push(DeviceView::from_row(row)?);
-    }
-    let next_cursor = (rows.rows.len() > limit as usize)
-        .then(|| items.last().map(|d| d.id.clone()))
-        .flatten();
-    Ok(respond::json(
-        200,
-        &json!({"items": items, "next_cursor": next_cursor}),
-    ))
+    let items = rows
+        .rows
+        .iter()
+        .map(|row| DeviceView::from_row(row))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(respond::page(items, limit, |d| Some(d.id.clone())))
 }
 
 /// `GET /v1/devices/{id}`: the registry entry, its keys, and the last-known values

@@ -161,17 +161,12 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
             db::int8(i64::from(limit) + 1),
         ],
     )?;
-    let mut items = Vec::with_capacity(rows.rows.len());
-    for row in rows.rows.iter().take(limit as usize) {
-        items.push(FirmwareView::from_row(row)?);
-    }
-    let next_cursor = (rows.rows.len() > limit as usize)
-        .then(|| items.last().map(|f| f.id.clone()))
-        .flatten();
-    Ok(respond::json(
-        200,
-        &json!({"items": items, "next_cursor": next_cursor}),
-    ))
+    let items = rows
+        .rows
+        .iter()
+        .map(|row| FirmwareView::from_row(row))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(respond::page(items, limit, |f| Some(f.id.clone())))
 }
 
 /// `GET /v1/ota/firmware/{id}`

@@ -202,7 +202,7 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
         ],
     )?;
     let mut items = Vec::with_capacity(rows.rows.len());
-    for row in rows.rows.iter().take(limit as usize) {
+    for row in &rows.rows {
         let rollout = Rollout::from_row(row)?;
         let mut view = serde_json::to_value(rollout.view(&Tally::default()))
             .map_err(|_| respond::internal())?;
@@ -213,17 +213,9 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
         }
         items.push(view);
     }
-    let next_cursor = (rows.rows.len() > limit as usize)
-        .then(|| {
-            items
-                .last()
-                .and_then(|v| v["id"].as_str().map(str::to_owned))
-        })
-        .flatten();
-    Ok(respond::json(
-        200,
-        &json!({"items": items, "next_cursor": next_cursor}),
-    ))
+    Ok(respond::page(items, limit, |v| {
+        v["id"].as_str().map(str::to_owned)
+    }))
 }
 
 /// `GET /v1/ota/rollouts/{id}`: state, stage, counts, failure rate. Applies the halt

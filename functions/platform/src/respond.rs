@@ -50,6 +50,27 @@ pub fn json<T: Serialize + ?Sized>(status: u16, body: &T) -> Response {
     }
 }
 
+/// 200 with one page of a keyset-paginated list: `{"items": [...], "next_cursor": ...}`.
+/// The query fetches `limit + 1` rows; the extra one only says that a next page
+/// exists, and the next page starts after the key (`cursor`) of the last item shown.
+pub fn page<T: Serialize>(
+    mut items: Vec<T>,
+    limit: u32,
+    cursor: impl Fn(&T) -> Option<String>,
+) -> Response {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = if more {
+        items.last().and_then(cursor)
+    } else {
+        None
+    };
+    json(
+        200,
+        &serde_json::json!({"items": items, "next_cursor": next_cursor}),
+    )
+}
+
 /// A response without a body, such as 204.
 pub fn empty(status: u16) -> Response {
     Response::builder().status(status).body(Vec::new()).build()

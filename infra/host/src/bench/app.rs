@@ -144,7 +144,8 @@ impl AppUnderTest {
         )?)
     }
 
-    async fn call(
+    /// An authenticated JSON call; an error unless the answer is 2xx.
+    pub async fn call(
         &self,
         method: &str,
         path: &str,

@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::token::AccessClaims;
 
@@ -67,9 +67,7 @@ pub async fn ota_check(
     let tokens = Arc::new(tokens);
 
     let admin = app.admin_token()?;
-    let firmware = call(
-        app,
-        "POST",
+    let firmware = app.call("POST",
         "/v1/ota/firmware",
         &admin,
         serde_json::json!({"model": MODEL, "version": "1.1.0", "url": "https://cdn.example.com/bench-ota/1.1.0.bin",
@@ -77,9 +75,7 @@ pub async fn ota_check(
     )
     .await?;
     let firmware = firmware["id"].as_str().context("firmware id")?.to_owned();
-    let rollout = call(
-        app,
-        "POST",
+    let rollout = app.call("POST",
         "/v1/ota/rollouts",
         &admin,
         serde_json::json!({"firmware_id": firmware, "selector": {"channel": "stable", "versions": "<1.1.0"},
@@ -148,16 +144,14 @@ pub async fn ota_check(
         &AccessClaims::device(tenant.clone(), &first, 1),
         Duration::from_secs(600),
     )?;
-    call(
-        app,
+    app.call(
         "POST",
         "/v1/ota/report",
         &device_token,
         serde_json::json!({"rollout_id": rollout, "status": "installed", "version": "1.1.0"}),
     )
     .await?;
-    call(
-        app,
+    app.call(
         "POST",
         &format!("/v1/ota/rollouts/{rollout}/advance"),
         &admin,
@@ -229,29 +223,4 @@ async fn trivial_host(workspace: &Path, duration: Duration) -> anyhow::Result<Me
     host.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(m)
-}
-
-async fn call(
-    app: &AppUnderTest,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", app.addr()))
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))?;
-    let resp = app.client.request(req).await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        bail!(
-            "{method} {path}: {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-    }
-    Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
