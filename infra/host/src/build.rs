@@ -18,8 +18,46 @@ pub fn missing(manifest: &Manifest) -> Vec<String> {
         .collect()
 }
 
+/// The target every component is built for.
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Adds [`WASM_TARGET`] through rustup when it is missing. rust-toolchain.toml names
+/// it, but rustup installs a toolchain file's targets only along with the toolchain
+/// itself, so a machine that already had stable lacks it. Without rustup, the build
+/// command's own error says what is missing.
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let Ok(out) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        return Ok(());
+    };
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!("adding the Rust target {WASM_TARGET} (rustup target add {WASM_TARGET})");
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status()
+        .context("cannot run rustup")?;
+    if !status.success() {
+        bail!("`rustup target add {WASM_TARGET}` failed ({status}); run it by hand, then retry");
+    }
+    Ok(())
+}
+
 /// Runs the build command of each component in `ids` (all when empty).
 pub fn build(manifest: &Manifest, ids: &[String]) -> anyhow::Result<()> {
+    if manifest.components.values().any(|c| {
+        c.build
+            .as_ref()
+            .is_some_and(|b| b.command.contains(WASM_TARGET))
+    }) {
+        ensure_wasm_target()?;
+    }
     let mut seen = std::collections::BTreeSet::new();
     for (id, c) in &manifest.components {
         if !ids.is_empty() && !ids.contains(id) {
