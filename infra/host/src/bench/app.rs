@@ -2,13 +2,14 @@
 //! the same run: device login and access-token verification (identity), and
 //! telemetry ingest against the same INSERT sent straight to PostgreSQL.
 //!
-//! The app is the workspace's spin.toml served by this host against a fresh
-//! database (created on the given server and dropped at the end), with signing keys
-//! generated for the run and a rate limit high enough not to interfere.
+//! The app is the workspace's spin.toml served by the toaster host, in a child
+//! process (`server`), against a fresh database (created on the given server and
+//! dropped at the end), with signing keys generated for the run and a rate limit
+//! high enough not to interfere.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,15 +21,18 @@ use hyper_util::rt::TokioIo;
 use jwt_simple::prelude::{Claims, ECDSAP256KeyPairLike, ES256KeyPair};
 use toaster_core::token::TokenSigner;
 
-use super::{Measurement, load_with, summarize};
-use crate::{HostConfig, Limits, RunningHost, Runtime, database, keys, migrate};
+use super::server::{ServeSpec, ServerProcess};
+use super::usage::CpuClock;
+use super::{Endpoint, Measurement, load_with, summarize};
+use crate::{database, keys, migrate};
 
 /// Devices registered for the run; each login uses the next device, so no
 /// device's rate budget shapes the figures.
 const DEVICES: usize = 256;
 
 pub struct AppUnderTest {
-    pub host: RunningHost,
+    server: ServerProcess,
+    spec: ServeSpec,
     pub db_url: String,
     admin_url: String,
     db_name: String,
@@ -43,11 +47,13 @@ pub struct AppUnderTest {
 }
 
 impl AppUnderTest {
+    /// Creates the database and starts the host on it in a child process; `state` is
+    /// the host's state directory, `cache` where compiled components are kept.
     pub async fn start(
         workspace: &Path,
         admin_url: &str,
-        runtime: &Runtime,
         state: &Path,
+        cache: &Path,
     ) -> anyhow::Result<AppUnderTest> {
         let db_name = format!("toaster_bench_{:08x}", rand::random::<u32>());
         let db_url = database::create_database(admin_url, &db_name).await?;
@@ -75,25 +81,22 @@ impl AppUnderTest {
             ("manifest_signing_key".to_string(), keys::new_ed25519_pem()),
             ("device_rate_limit".to_string(), "100000000/60s".to_string()),
         ]);
-        let host = crate::start(
-            runtime,
-            HostConfig {
-                manifest: workspace.join("spin.toml"),
-                listen: "127.0.0.1:0".parse()?,
-                tls: None,
-                variables,
-                state_dir: state.to_path_buf(),
-                limits: Limits::default(),
-            },
-        )
-        .await
-        .context("starting the app")?;
+        let spec = ServeSpec::Host {
+            manifest: workspace.join("spin.toml"),
+            variables,
+            state_dir: state.to_path_buf(),
+            cache_dir: Some(PathBuf::from(cache)),
+        };
+        let server = ServerProcess::spawn(&spec)
+            .await
+            .context("starting the app")?;
         let signer = TokenSigner::from_secret(&token_key)?;
         let http =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<Full<Bytes>>();
         let mut app = AppUnderTest {
-            host,
+            server,
+            spec,
             db_url,
             admin_url: admin_url.to_string(),
             db_name,
@@ -132,7 +135,28 @@ impl AppUnderTest {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.host.addr()
+        self.server.addr()
+    }
+
+    /// Where the load goes: the host process.
+    pub fn endpoint(&self) -> Endpoint {
+        self.server.endpoint()
+    }
+
+    /// The host process's peak memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        self.server.peak_rss()
+    }
+
+    /// Replaces the host process with a fresh one serving the same database and
+    /// state, so that the next scenario's peak memory is its own.
+    pub async fn fresh_server(&mut self) -> anyhow::Result<()> {
+        let fresh = ServerProcess::spawn(&self.spec)
+            .await
+            .context("restarting the app")?;
+        let old = std::mem::replace(&mut self.server, fresh);
+        old.stop().await?;
+        Ok(())
     }
 
     pub fn admin_token(&self) -> anyhow::Result<String> {
@@ -203,7 +227,7 @@ impl AppUnderTest {
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.host.shutdown().await?;
+        self.server.stop().await?;
         database::drop_database(&self.admin_url, &self.db_name).await?;
         Ok(())
     }
@@ -229,7 +253,7 @@ pub async fn token_exchange(
     let next = Arc::new(AtomicU64::new(0));
     let exhausted = Arc::new(AtomicBool::new(false));
     let m = load_with(
-        app.addr(),
+        app.endpoint(),
         connections,
         duration,
         Arc::new(move |_, _| {
@@ -257,7 +281,7 @@ pub async fn verify_in_component(
 ) -> anyhow::Result<Measurement> {
     let auth = format!("Bearer {token}");
     load_with(
-        app.addr(),
+        app.endpoint(),
         connections,
         duration,
         Arc::new(move |_, _| {
@@ -354,7 +378,7 @@ pub async fn ingest_http(
 ) -> anyhow::Result<Measurement> {
     let tokens: Arc<Vec<String>> = Arc::new(tokens.iter().map(|t| format!("Bearer {t}")).collect());
     load_with(
-        app.addr(),
+        app.endpoint(),
         connections,
         duration,
         Arc::new(move |conn, seq| {
@@ -435,7 +459,10 @@ pub async fn ingest_native(
         }));
     }
     let started = Instant::now();
+    // No server process of ours: PostgreSQL's share shows as the machine's other.
+    let clock = CpuClock::start(None);
     tokio::time::sleep(duration).await;
+    let cpu = clock.stop();
     stop.store(true, Ordering::Relaxed);
     let (mut all, mut errors) = (Vec::new(), 0);
     for t in tasks {
@@ -448,5 +475,6 @@ pub async fn ingest_native(
         all,
         errors,
         started.elapsed().as_secs_f64(),
+        cpu,
     ))
 }

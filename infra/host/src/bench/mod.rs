@@ -2,26 +2,53 @@
 //! run, against a native baseline giving the same response, so every figure comes
 //! with the ratio that makes it meaningful on whatever machine runs it.
 //!
+//! Every server under test (the toaster host, and the native hyper baselines too)
+//! runs in a child process of its own (`server`); the load generator stays in this
+//! process. So the kernel accounts each side's CPU separately, and every
+//! measurement reports the generator's, the server's and the rest of the machine's
+//! share (`usage`), next to the server's peak memory: on a small machine the
+//! generator's limits are visible instead of passing for ours.
+//!
 //! Scenario `host`: the trivial `hello` component served by the toaster host
 //! against a native hyper server answering the same `hello\n`, at 1, 16 and 64
-//! keep-alive connections: requests/s and p50/p99 latency.
-//!
-//! The load generator runs in this process on its own tokio runtime; servers run on
-//! another. On a small machine the generator takes a real share of the CPU, which
-//! is why the two servers are always compared under the same load generator.
+//! keep-alive connections: requests/s and p50/p99 latency. The other scenarios
+//! serve the workspace's app against a scratch database (`app`, `ota`,
+//! `aggregate`), and `soak` holds a fixed rate for a while, sampling memory and
+//! latency over time.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-use crate::{HostConfig, Limits, Runtime};
+use crate::{database, localpg};
+
+pub mod aggregate;
+pub mod app;
+pub mod ota;
+pub mod server;
+pub mod soak;
+pub mod usage;
+
+use server::{ServeSpec, ServerProcess};
+use usage::{CpuClock, CpuShare};
+
+/// Every scenario, in the order `toaster bench` runs them.
+pub const SCENARIOS: [&str; 6] = ["host", "auth", "ota", "ingest", "aggregate", "soak"];
+
+/// Where load goes: a server's address on 127.0.0.1 and, when it is a child
+/// process, its pid (for its CPU time and memory).
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Measurement {
@@ -31,6 +58,8 @@ pub struct Measurement {
     pub seconds: f64,
     pub p50_us: u64,
     pub p99_us: u64,
+    /// The machine's CPU during the measurement.
+    pub cpu: CpuShare,
 }
 
 impl Measurement {
@@ -44,14 +73,14 @@ pub type RequestFactory = Arc<dyn Fn(usize, u64) -> http::Request<Full<Bytes>> +
 
 /// Sends GET `path` over `connections` keep-alive HTTP/1.1 connections for `duration`.
 pub async fn load(
-    addr: SocketAddr,
+    target: Endpoint,
     path: &str,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Measurement> {
     let path = path.to_string();
     load_with(
-        addr,
+        target,
         connections,
         duration,
         Arc::new(move |_, _| {
@@ -67,11 +96,16 @@ pub async fn load(
 /// Sends the requests `make` builds over `connections` keep-alive connections for
 /// `duration`; only 2xx answers count as requests (and latencies), the rest as errors.
 pub async fn load_with(
-    addr: SocketAddr,
+    target: Endpoint,
     connections: usize,
     duration: Duration,
     make: RequestFactory,
 ) -> anyhow::Result<Measurement> {
+    anyhow::ensure!(
+        target.addr.ip().is_loopback(),
+        "load goes to 127.0.0.1 only"
+    );
+    let addr = target.addr;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for conn_index in 0..connections {
@@ -118,7 +152,9 @@ pub async fn load_with(
         }));
     }
     let started = Instant::now();
+    let clock = CpuClock::start(target.pid);
     tokio::time::sleep(duration).await;
+    let cpu = clock.stop();
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     let mut errors = 0;
@@ -132,23 +168,34 @@ pub async fn load_with(
         all,
         errors,
         started.elapsed().as_secs_f64(),
+        cpu,
     ))
 }
 
-fn summarize(connections: usize, mut all: Vec<u64>, errors: u64, seconds: f64) -> Measurement {
+/// The `p` quantile (0..1) of sorted latencies; 0 when there are none.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn summarize(
+    connections: usize,
+    mut all: Vec<u64>,
+    errors: u64,
+    seconds: f64,
+    cpu: CpuShare,
+) -> Measurement {
     all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
     Measurement {
         connections,
         requests: all.len() as u64,
         errors,
         seconds,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
+        p50_us: percentile(&all, 0.50),
+        p99_us: percentile(&all, 0.99),
+        cpu,
     }
 }
 
@@ -188,75 +235,82 @@ component = "hello"
 source = "{hello}"
 "#;
 
-pub struct HostScenario {
-    pub rows: Vec<(Measurement, Measurement)>,
+/// The trivial `hello` component served by a toaster host in its own process.
+pub struct HelloHost {
+    pub server: ServerProcess,
+    dir: PathBuf,
 }
 
-/// Serves the trivial `hello` component on its own host (port 0); returns the host
-/// and its scratch directory, which the caller removes.
-pub async fn start_hello_host(
-    workspace: &std::path::Path,
-    tag: &str,
-) -> anyhow::Result<(crate::RunningHost, PathBuf)> {
-    let hello = workspace.join("target/wasm32-wasip2/release/hello.wasm");
-    anyhow::ensure!(
-        hello.exists(),
-        "{} is missing: run scripts/build-wasm",
-        hello.display()
-    );
-    let dir = std::env::temp_dir().join(format!("toaster-bench-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let manifest = dir.join("spin.toml");
-    std::fs::write(
-        &manifest,
-        HELLO_APP.replace("{hello}", &hello.display().to_string()),
-    )?;
-    let limits = Limits::default();
-    let runtime = Runtime::new(&limits, Some(dir.join("cache")))?;
-    let host = crate::start(
-        &runtime,
-        HostConfig {
+impl HelloHost {
+    pub async fn start(workspace: &Path, tag: &str) -> anyhow::Result<HelloHost> {
+        let hello = workspace.join("target/wasm32-wasip2/release/hello.wasm");
+        anyhow::ensure!(
+            hello.exists(),
+            "{} is missing: run scripts/build-wasm",
+            hello.display()
+        );
+        let dir = std::env::temp_dir().join(format!("toaster-bench-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let manifest = dir.join("spin.toml");
+        std::fs::write(
+            &manifest,
+            HELLO_APP.replace("{hello}", &hello.display().to_string()),
+        )?;
+        let server = ServerProcess::spawn(&ServeSpec::Host {
             manifest,
-            listen: "127.0.0.1:0".parse()?,
-            tls: None,
             variables: Default::default(),
             state_dir: dir.join("state"),
-            limits,
-        },
-    )
-    .await
-    .context("starting the host for the trivial component")?;
-    Ok((host, dir))
+            cache_dir: Some(workspace.join("target/toaster-bench-cache")),
+        })
+        .await
+        .context("starting the host for the trivial component")?;
+        Ok(HelloHost { server, dir })
+    }
+
+    /// Stops the host and removes its scratch directory; its peak memory.
+    pub async fn stop(self) -> anyhow::Result<Option<u64>> {
+        let peak = self.server.stop().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        peak
+    }
+}
+
+pub struct HostScenario {
+    pub rows: Vec<(Measurement, Measurement)>,
+    pub native_peak: Option<u64>,
+    pub toaster_peak: Option<u64>,
 }
 
 /// Runs scenario `host`: returns (native, toaster) per connection count.
-pub async fn host_scenario(
-    workspace: &std::path::Path,
-    duration: Duration,
-) -> anyhow::Result<HostScenario> {
-    let (host, dir) = start_hello_host(workspace, "host").await?;
-    let native = native_hello_server().await?;
+pub async fn host_scenario(workspace: &Path, duration: Duration) -> anyhow::Result<HostScenario> {
+    let host = HelloHost::start(workspace, "host").await?;
+    let native = ServerProcess::spawn(&ServeSpec::NativeHello).await?;
     let mut rows = Vec::new();
     for connections in [1usize, 16, 64] {
+        let (n_at, t_at) = (native.endpoint(), host.server.endpoint());
         // Warm both (compiled code paged in, pools filled), then measure.
-        load(native, "/", connections, Duration::from_millis(300)).await?;
-        load(host.addr(), "/", connections, Duration::from_millis(300)).await?;
-        let n = load(native, "/", connections, duration).await?;
-        let t = load(host.addr(), "/", connections, duration).await?;
+        load(n_at, "/", connections, Duration::from_millis(300)).await?;
+        load(t_at, "/", connections, Duration::from_millis(300)).await?;
+        let n = load(n_at, "/", connections, duration).await?;
+        let t = load(t_at, "/", connections, duration).await?;
         rows.push((n, t));
     }
-    host.shutdown().await?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(HostScenario { rows })
+    let native_peak = native.stop().await?;
+    let toaster_peak = host.stop().await?;
+    Ok(HostScenario {
+        rows,
+        native_peak,
+        toaster_peak,
+    })
 }
 
 pub fn host_table(s: &HostScenario) -> String {
     let mut out = String::from(
-        "| connections | native req/s | toaster req/s | ratio | native p50 | toaster p50 | added p50 | native p99 | toaster p99 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| connections | native req/s | toaster req/s | ratio | native p50 | toaster p50 | added p50 | native p99 | toaster p99 | native CPU % gen / server / other | toaster CPU % gen / server / other |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (n, t) in &s.rows {
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.2} | {} µs | {} µs | {} µs | {} µs | {} µs |\n",
+            "| {} | {:.0} | {:.0} | {:.2} | {} µs | {} µs | {} µs | {} µs | {} µs | {} | {} |\n",
             n.connections,
             n.rps(),
             t.rps(),
@@ -266,16 +320,28 @@ pub fn host_table(s: &HostScenario) -> String {
             t.p50_us as i64 - n.p50_us as i64,
             n.p99_us,
             t.p99_us,
+            n.cpu.cell(),
+            t.cpu.cell(),
         ));
     }
+    out.push_str(&format!(
+        "\nPeak memory (VmHWM) of the serving process: toaster host {}, native hyper {}.\n",
+        peak(s.toaster_peak),
+        peak(s.native_peak)
+    ));
+    out.push_str(&errors_note(
+        &s.rows.iter().flat_map(|(n, t)| [n, t]).collect::<Vec<_>>(),
+    ));
     out
+}
+
+fn peak(bytes: Option<u64>) -> String {
+    bytes.map(usage::mib).unwrap_or_else(|| "unknown".into())
 }
 
 /// The machine, for the record next to the figures.
 pub fn machine() -> String {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cores = usage::cores();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -297,15 +363,196 @@ pub fn machine() -> String {
     format!("{cores} cores ({cpu}), {mem} memory")
 }
 
-pub fn workspace_from(manifest: &std::path::Path) -> PathBuf {
+pub fn workspace_from(manifest: &Path) -> PathBuf {
     manifest
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
 }
-pub mod aggregate;
-pub mod app;
-pub mod ota;
+
+/// `toaster bench`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Seconds (or e.g. 10s) per measurement point.
+    #[arg(long, default_value = "5s", value_parser = crate::bench::parse_duration)]
+    pub duration: Duration,
+    /// Scenarios to run: host, auth, ota, ingest, aggregate, soak (repeatable; default all).
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<String>,
+    /// Admin URL of a PostgreSQL server for a scratch database; default 127.0.0.1:5432 if it answers, else a local cluster under .toaster/.
+    #[arg(long, env = "TOASTER_BENCH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Replace the figures in this markdown file (between `<!-- bench:NAME -->` markers).
+    #[arg(long)]
+    pub write: Option<PathBuf>,
+    /// Readings per batch in the ingest scenario.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    pub ingest_batches: Vec<usize>,
+    /// Soak: requests per second, held for --soak-duration.
+    #[arg(long, default_value_t = 500)]
+    pub soak_rate: u32,
+    /// Soak: how long to hold the rate (e.g. 2m, 10m, 1h).
+    #[arg(long, default_value = "2m", value_parser = crate::bench::parse_duration)]
+    pub soak_duration: Duration,
+    /// Soak: one sample (memory, latency, throughput) per this interval.
+    #[arg(long, default_value = "10s", value_parser = crate::bench::parse_duration)]
+    pub soak_every: Duration,
+    /// Soak: readings per request.
+    #[arg(long, default_value_t = 10)]
+    pub soak_batch: usize,
+}
+
+/// `90s`, `15m`, `12h`, `30d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 90s, 15m, 12h"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// `toaster bench`: runs the scenarios, prints every section and the total time,
+/// and rewrites them in `--write`'s file.
+pub async fn command(args: BenchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build; figures are meaningless. Use `cargo run --release -p toaster -- bench`."
+        );
+    }
+    let workspace = std::env::current_dir()?;
+    let scenarios: Vec<String> = if args.scenarios.is_empty() {
+        SCENARIOS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.scenarios.clone()
+    };
+    for s in &scenarios {
+        if !SCENARIOS.contains(&s.as_str()) {
+            bail!("unknown scenario {s:?}: choose {}", SCENARIOS.join(", "));
+        }
+    }
+    anyhow::ensure!(args.soak_rate > 0, "--soak-rate must be at least 1");
+    anyhow::ensure!(
+        !args.soak_every.is_zero() && args.soak_every <= args.soak_duration,
+        "--soak-every must be between 1s and --soak-duration"
+    );
+    let mut local_pg = None;
+    let admin_url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let default = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
+            if database::ping(&default).await.is_ok() {
+                default
+            } else {
+                let pg = localpg::LocalPostgres::start(&workspace.join(".toaster/bench-postgres"))
+                    .await?;
+                let url = pg.url("postgres");
+                local_pg = Some(pg);
+                url
+            }
+        }
+    };
+    let pg_version = match database::connect(&admin_url).await {
+        Ok(c) => c
+            .query_one("SHOW server_version", &[])
+            .await
+            .map(|r| format!("PostgreSQL {}", r.get::<_, String>(0)))
+            .unwrap_or_else(|_| "PostgreSQL (version unknown)".into()),
+        Err(_) => "PostgreSQL (unreachable)".into(),
+    };
+    let opts = BenchOptions {
+        workspace: workspace.clone(),
+        duration: args.duration,
+        scenarios: scenarios.clone(),
+        admin_url,
+        ingest_batches: args.ingest_batches.clone(),
+        soak: soak::SoakOptions {
+            rate: args.soak_rate,
+            duration: args.soak_duration,
+            every: args.soak_every,
+            batch: args.soak_batch,
+        },
+    };
+    let sections = run(&opts).await;
+    if let Some(pg) = local_pg {
+        pg.stop().await?;
+    }
+    let Report {
+        mut sections,
+        timings,
+    } = sections?;
+    let command = command_line(&args, &scenarios);
+    let preamble = format!(
+        "Machine: {}, {pg_version} on the same machine. Command: `{command}`. Load generator: this process, keep-alive HTTP/1.1 to 127.0.0.1; each server under test (toaster host or native baseline) in a child process of its own (`toaster bench-serve`).",
+        machine()
+    );
+    let total = started.elapsed().as_secs_f64();
+    // The `run` section is the whole suite's time against its budget: a partial run
+    // prints its own but leaves the file's alone.
+    let summary = ("run".to_string(), run_summary(&timings, total));
+    println!("{preamble}\n");
+    for (name, body) in sections.iter().chain([&summary]) {
+        println!("## {name}\n\n{body}");
+    }
+    if SCENARIOS.iter().all(|s| scenarios.iter().any(|c| c == s)) {
+        sections.push(summary);
+    }
+    if let Some(path) = &args.write {
+        write_sections(path, &preamble, &sections)?;
+        eprintln!("wrote {}", path.display());
+    }
+    eprintln!("bench: finished in {} ({:.0} s)", minutes(total), total);
+    Ok(())
+}
+
+/// The command that reproduces this run.
+fn command_line(args: &BenchArgs, scenarios: &[String]) -> String {
+    let mut command = format!(
+        "cargo run --release -p toaster -- bench --duration {}s",
+        args.duration.as_secs()
+    );
+    if !args.scenarios.is_empty() {
+        for s in scenarios {
+            command.push_str(&format!(" --scenario {s}"));
+        }
+    }
+    if args.ingest_batches != [1, 10, 100, 1000] && scenarios.iter().any(|s| s == "ingest") {
+        let b: Vec<String> = args.ingest_batches.iter().map(|b| b.to_string()).collect();
+        command.push_str(&format!(" --ingest-batches {}", b.join(",")));
+    }
+    if scenarios.iter().any(|s| s == "soak") {
+        command.push_str(&format!(
+            " --soak-rate {} --soak-duration {}s --soak-every {}s --soak-batch {}",
+            args.soak_rate,
+            args.soak_duration.as_secs(),
+            args.soak_every.as_secs(),
+            args.soak_batch
+        ));
+    }
+    command
+}
+
+fn minutes(secs: f64) -> String {
+    format!("{}m{:02}s", (secs / 60.0) as u64, (secs % 60.0) as u64)
+}
+
+fn run_summary(timings: &[(String, f64)], total: f64) -> String {
+    let mut out = format!(
+        "Whole run: **{}** ({total:.0} s) from start to the last figure, setup and data loading included; budget 15 minutes.\n\n| scenario | wall time |\n|---|---:|\n",
+        minutes(total)
+    );
+    for (name, seconds) in timings {
+        out.push_str(&format!("| {name} | {seconds:.0} s |\n"));
+    }
+    out
+}
 
 /// What `toaster bench` runs.
 pub struct BenchOptions {
@@ -316,15 +563,33 @@ pub struct BenchOptions {
     pub admin_url: String,
     /// Readings per batch for the ingest scenario.
     pub ingest_batches: Vec<usize>,
+    pub soak: soak::SoakOptions,
+}
+
+/// What a run produced.
+#[derive(Default)]
+pub struct Report {
+    /// `(NAME, markdown)` for each `<!-- bench:NAME -->` section.
+    pub sections: Vec<(String, String)>,
+    /// Wall time of each step (scenarios, and the app's setup), in seconds.
+    pub timings: Vec<(String, f64)>,
+}
+
+impl Report {
+    fn add(&mut self, name: &str, body: String, started: Instant) {
+        self.sections.push((name.to_string(), body));
+        self.timings
+            .push((name.to_string(), started.elapsed().as_secs_f64()));
+    }
 }
 
 fn table_header() -> &'static str {
-    "| | connections | native | toaster | ratio | native p50 | toaster p50 | native p99 | toaster p99 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    "| | connections | native | toaster | ratio | native p50 | toaster p50 | native p99 | toaster p99 | native CPU % gen / server / other | toaster CPU % gen / server / other |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 }
 
 fn row(label: &str, unit: f64, n: &Measurement, t: &Measurement) -> String {
     format!(
-        "| {label} | {} | {:.0}/s | {:.0}/s | {:.2} | {} µs | {} µs | {} µs | {} µs |\n",
+        "| {label} | {} | {:.0}/s | {:.0}/s | {:.2} | {} µs | {} µs | {} µs | {} µs | {} | {} |\n",
         n.connections,
         n.rps() * unit,
         t.rps() * unit,
@@ -332,7 +597,9 @@ fn row(label: &str, unit: f64, n: &Measurement, t: &Measurement) -> String {
         n.p50_us,
         t.p50_us,
         n.p99_us,
-        t.p99_us
+        t.p99_us,
+        n.cpu.cell(),
+        t.cpu.cell(),
     )
 }
 
@@ -345,138 +612,192 @@ fn errors_note(ms: &[&Measurement]) -> String {
     }
 }
 
-/// Runs the chosen scenarios; returns `(marker, markdown)` per scenario.
-pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let d = opts.duration;
-    if opts.scenarios.iter().any(|s| s == "host") {
-        eprintln!("bench host: hello component vs native hyper");
-        let s = host_scenario(&opts.workspace, d).await?;
-        out.push(("host".to_string(), host_table(&s)));
-    }
-    let wants = |name: &str| opts.scenarios.iter().any(|s| s == name);
-    if !(wants("auth") || wants("ingest") || wants("ota") || wants("aggregate")) {
-        return Ok(out);
-    }
-    let dir = std::env::temp_dir().join(format!("toaster-bench-app-{}", std::process::id()));
-    let runtime = Runtime::new(
-        &Limits::default(),
-        Some(opts.workspace.join("target/toaster-bench-cache")),
-    )?;
-    eprintln!("bench: starting the app against a scratch database");
-    let app = app::AppUnderTest::start(&opts.workspace, &opts.admin_url, &runtime, &dir).await?;
-    let result = app_scenarios(opts, &app).await;
-    app.stop().await?;
-    let _ = std::fs::remove_dir_all(&dir);
-    out.extend(result?);
-    Ok(out)
+/// The line closing an app scenario: the host's peak memory during it.
+fn host_peak_note(peak_bytes: Option<u64>) -> String {
+    format!(
+        "\nPeak memory (VmHWM) of the toaster host process during this scenario: {}.\n",
+        peak(peak_bytes)
+    )
 }
 
-async fn app_scenarios(
-    opts: &BenchOptions,
-    app: &app::AppUnderTest,
-) -> anyhow::Result<Vec<(String, String)>> {
+/// Runs the chosen scenarios; one section per scenario.
+pub async fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
+    let mut report = Report::default();
     let d = opts.duration;
     let wants = |name: &str| opts.scenarios.iter().any(|s| s == name);
-    let mut out = Vec::new();
+    if wants("host") {
+        eprintln!("bench host: hello component vs native hyper");
+        let started = Instant::now();
+        let s = host_scenario(&opts.workspace, d).await?;
+        report.add("host", host_table(&s), started);
+    }
+    if !["auth", "ingest", "ota", "aggregate", "soak"]
+        .iter()
+        .any(|s| wants(s))
+    {
+        return Ok(report);
+    }
+    let dir = std::env::temp_dir().join(format!("toaster-bench-app-{}", std::process::id()));
+    eprintln!("bench: starting the app against a scratch database");
+    let started = Instant::now();
+    let mut app = app::AppUnderTest::start(
+        &opts.workspace,
+        &opts.admin_url,
+        &dir,
+        &opts.workspace.join("target/toaster-bench-cache"),
+    )
+    .await?;
+    report
+        .timings
+        .push(("app setup".into(), started.elapsed().as_secs_f64()));
+    let result = app_scenarios(opts, &mut app, &mut report).await;
+    let stopped = app.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    stopped?;
+    Ok(report)
+}
+
+/// The app scenarios, each on a fresh host process (so its peak memory is its own)
+/// serving the same database.
+async fn app_scenarios(
+    opts: &BenchOptions,
+    app: &mut app::AppUnderTest,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let d = opts.duration;
+    let wants = |name: &str| opts.scenarios.iter().any(|s| s == name);
     if wants("auth") {
         eprintln!("bench auth: token exchange, access-token verification");
-        let exchange = app::token_exchange(app, 16, d).await?;
-        let native = app::native_verifier(toaster_core::token::TokenSigner::from_secret(
-            &app_signer_secret(app)?,
-        )?)
-        .await?;
-        let admin = app.admin_token()?;
-        let device = app.login(0).await?;
-        let mut table = String::from(table_header());
-        let mut all = vec![exchange.clone()];
-        for c in [1usize, 16] {
-            let n = load_with(native, c, d, bearer_get("/v1/auth/me", &admin)).await?;
-            let t = app::verify_in_component(app, admin.clone(), c, d).await?;
-            table.push_str(&row("admin token", 1.0, &n, &t));
-            let td = app::verify_in_component(app, device.clone(), c, d).await?;
-            table.push_str(&row(
-                "device token (+ revocation, rate limit)",
-                1.0,
-                &n,
-                &td,
-            ));
-            all.extend([n, t, td]);
-        }
-        let text = format!(
-            "Token exchange (`POST /v1/auth/token`, ES256 assertions pre-signed, 16 connections): **{:.0} exchanges/s**, p50 {} µs, p99 {} µs.\n\nAccess-token verification: `GET /v1/auth/me` (the component verifies the HS256 token; for a device token also its key generation through the key-value store and its rate budget) against a native hyper server running the same `TokenSigner::verify` and answering the same JSON.\n\n{table}{}",
-            exchange.rps(),
-            exchange.p50_us,
-            exchange.p99_us,
-            errors_note(&all.iter().collect::<Vec<_>>()),
-        );
-        out.push(("auth".to_string(), text));
+        let started = Instant::now();
+        app.fresh_server().await?;
+        let body = auth(app, d).await?;
+        report.add("auth", body, started);
     }
     if wants("ota") {
         eprintln!("bench ota: update checks vs the trivial component");
-        out.push((
-            "ota".to_string(),
-            ota::ota_check(app, &opts.workspace, d).await?,
-        ));
+        let started = Instant::now();
+        app.fresh_server().await?;
+        let mut body = ota::ota_check(app, &opts.workspace, d).await?;
+        body.push_str(&host_peak_note(app.peak_rss()));
+        report.add("ota", body, started);
     }
     if wants("aggregate") {
         eprintln!("bench aggregate: loading 10.8M readings, then 30-day 1h queries vs raw SQL");
+        let started = Instant::now();
+        app.fresh_server().await?;
         let s = aggregate::aggregate_scenario(app, d).await?;
-        out.push(("aggregate".to_string(), aggregate::aggregate_table(&s)));
+        let mut body = aggregate::aggregate_table(&s);
+        body.push_str(&host_peak_note(app.peak_rss()));
+        report.add("aggregate", body, started);
     }
     if wants("ingest") {
         eprintln!("bench ingest: batches of 1, 10, 100, 1000 vs tokio-postgres");
-        let connections = 16;
-        let mut tokens = Vec::new();
-        for i in 1..=connections {
-            tokens.push(app.login(i).await?);
-        }
-        let base_ms = (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64)
-            - 20 * 3600 * 1000;
-        let mut table = String::from(
-            "| readings/batch | connections | native readings/s | toaster readings/s | ratio | toaster requests/s | native p50 | toaster p50 | native p99 | toaster p99 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        );
-        let mut all = Vec::new();
-        for (k, size) in opts.ingest_batches.iter().copied().enumerate() {
-            // Each size writes its own time range, so nothing is a duplicate.
-            let base = base_ms + (k as i64) * 4 * 3600 * 1000;
-            let n = app::ingest_native(
-                &opts.workspace,
-                &app.db_url,
-                &app.tenant,
-                size,
-                connections,
-                d,
-                base,
-            )
-            .await?;
-            let t = app::ingest_http(app, &tokens, size, connections, d, base).await?;
-            table.push_str(&format!(
-                "| {size} | {connections} | {:.0} | {:.0} | {:.2} | {:.0} | {} µs | {} µs | {} µs | {} µs |\n",
-                n.rps() * size as f64,
-                t.rps() * size as f64,
-                t.rps() / n.rps().max(f64::MIN_POSITIVE),
-                t.rps(),
-                n.p50_us,
-                t.p50_us,
-                n.p99_us,
-                t.p99_us
-            ));
-            all.extend([n, t]);
-        }
-        let text = format!(
-            "`POST /v1/telemetry` from {connections} devices (one connection each), against the same statement (`functions/ingest/src/store_batch.sql`) with the same batches and concurrency sent by tokio-postgres over {connections} connections. Each point writes fresh readings (no duplicates).\n\n{table}{}",
-            errors_note(&all.iter().collect::<Vec<_>>())
-        );
-        out.push(("ingest".to_string(), text));
+        let started = Instant::now();
+        app.fresh_server().await?;
+        let mut body = ingest(opts, app).await?;
+        body.push_str(&host_peak_note(app.peak_rss()));
+        report.add("ingest", body, started);
     }
-    Ok(out)
+    if wants("soak") {
+        eprintln!(
+            "bench soak: {} requests/s of {} readings for {} s",
+            opts.soak.rate,
+            opts.soak.batch,
+            opts.soak.duration.as_secs()
+        );
+        let started = Instant::now();
+        app.fresh_server().await?;
+        let body = soak::soak(app, &opts.soak).await?;
+        report.add("soak", body, started);
+    }
+    Ok(())
 }
 
-fn app_signer_secret(app: &app::AppUnderTest) -> anyhow::Result<String> {
-    Ok(app.signer_secret.clone())
+async fn auth(app: &app::AppUnderTest, d: Duration) -> anyhow::Result<String> {
+    let exchange = app::token_exchange(app, 16, d).await?;
+    let native = ServerProcess::spawn(&ServeSpec::NativeVerifier {
+        token_secret: app.signer_secret.clone(),
+    })
+    .await?;
+    let admin = app.admin_token()?;
+    let device = app.login(0).await?;
+    let mut table = String::from(table_header());
+    let mut all = vec![exchange.clone()];
+    for c in [1usize, 16] {
+        let n = load_with(native.endpoint(), c, d, bearer_get("/v1/auth/me", &admin)).await?;
+        let t = app::verify_in_component(app, admin.clone(), c, d).await?;
+        table.push_str(&row("admin token", 1.0, &n, &t));
+        let td = app::verify_in_component(app, device.clone(), c, d).await?;
+        table.push_str(&row(
+            "device token (+ revocation, rate limit)",
+            1.0,
+            &n,
+            &td,
+        ));
+        all.extend([n, t, td]);
+    }
+    let native_peak = native.stop().await?;
+    Ok(format!(
+        "Token exchange (`POST /v1/auth/token`, ES256 assertions pre-signed, 16 connections): **{:.0} exchanges/s**, p50 {} µs, p99 {} µs; CPU % gen / server / other: {}.\n\nAccess-token verification: `GET /v1/auth/me` (the component verifies the HS256 token; for a device token also its key generation through the key-value store and its rate budget) against a native hyper server running the same `TokenSigner::verify` and answering the same JSON.\n\n{table}{}{}Peak memory (VmHWM) of the native verifier: {}.\n",
+        exchange.rps(),
+        exchange.p50_us,
+        exchange.p99_us,
+        exchange.cpu.cell(),
+        errors_note(&all.iter().collect::<Vec<_>>()),
+        host_peak_note(app.peak_rss()),
+        peak(native_peak),
+    ))
+}
+
+async fn ingest(opts: &BenchOptions, app: &app::AppUnderTest) -> anyhow::Result<String> {
+    let d = opts.duration;
+    let connections = 16;
+    let mut tokens = Vec::new();
+    for i in 1..=connections {
+        tokens.push(app.login(i).await?);
+    }
+    let base_ms = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64)
+        - 20 * 3600 * 1000;
+    let mut table = String::from(
+        "| readings/batch | connections | native readings/s | toaster readings/s | ratio | toaster requests/s | native p50 | toaster p50 | native p99 | toaster p99 | native CPU % gen / server / other | toaster CPU % gen / server / other |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut all = Vec::new();
+    for (k, size) in opts.ingest_batches.iter().copied().enumerate() {
+        // Each size writes its own time range, so nothing is a duplicate.
+        let base = base_ms + (k as i64) * 4 * 3600 * 1000;
+        let n = app::ingest_native(
+            &opts.workspace,
+            &app.db_url,
+            &app.tenant,
+            size,
+            connections,
+            d,
+            base,
+        )
+        .await?;
+        let t = app::ingest_http(app, &tokens, size, connections, d, base).await?;
+        table.push_str(&format!(
+            "| {size} | {connections} | {:.0} | {:.0} | {:.2} | {:.0} | {} µs | {} µs | {} µs | {} µs | {} | {} |\n",
+            n.rps() * size as f64,
+            t.rps() * size as f64,
+            t.rps() / n.rps().max(f64::MIN_POSITIVE),
+            t.rps(),
+            n.p50_us,
+            t.p50_us,
+            n.p99_us,
+            t.p99_us,
+            n.cpu.cell(),
+            t.cpu.cell(),
+        ));
+        all.extend([n, t]);
+    }
+    Ok(format!(
+        "`POST /v1/telemetry` from {connections} devices (one connection each), against the same statement (`functions/ingest/src/store_batch.sql`) with the same batches and concurrency sent by tokio-postgres over {connections} connections. Each point writes fresh readings (no duplicates). For the native baseline the generator is the tokio-postgres client and there is no server process of ours: PostgreSQL's work is under other.\n\n{table}{}",
+        errors_note(&all.iter().collect::<Vec<_>>())
+    ))
 }
 
 fn bearer_get(path: &'static str, token: &str) -> RequestFactory {
@@ -492,7 +813,7 @@ fn bearer_get(path: &'static str, token: &str) -> RequestFactory {
 
 /// Replaces (or appends) the `<!-- bench:NAME -->` sections of a markdown file.
 pub fn write_sections(
-    path: &std::path::Path,
+    path: &Path,
     preamble: &str,
     sections: &[(String, String)],
 ) -> anyhow::Result<()> {
@@ -511,4 +832,50 @@ pub fn write_sections(
         };
     }
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_replaced_between_their_markers_and_appended_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("B.md");
+        std::fs::write(
+            &path,
+            "# B\n\nprose\n<!-- bench:host -->\nold\n<!-- /bench:host -->\nmore prose\n",
+        )
+        .unwrap();
+        write_sections(
+            &path,
+            "Machine: m.",
+            &[
+                ("host".into(), "new\n".into()),
+                ("soak".into(), "series\n".into()),
+            ],
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "# B\n\nprose\n<!-- bench:host -->\nMachine: m.\n\nnew\n<!-- /bench:host -->\nmore prose\n\n<!-- bench:soak -->\nMachine: m.\n\nseries\n<!-- /bench:soak -->\n"
+        );
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2w").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn percentiles_of_sorted_latencies() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), 51);
+        assert_eq!(percentile(&v, 0.99), 100);
+        assert_eq!(percentile(&[], 0.99), 0);
+    }
 }

@@ -13,11 +13,6 @@
 //!   the token check and one key-value read (no PostgreSQL);
 //! - stage 100%: every check records (or repeats) the offer in PostgreSQL and signs a
 //!   manifest.
-//!
-//! Wiring: in `bench/mod.rs`, `pub mod ota;`; in `run`, start the app when
-//! `wants("ota")` too; in `app_scenarios`,
-//! `if wants("ota") { out.push(("ota".into(), ota::ota_check(app, &opts.workspace, d).await?)); }`;
-//! in `main.rs`, accept `"ota"` as a scenario name.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -105,7 +100,7 @@ pub async fn ota_check(
     let next = Arc::new(AtomicU64::new(0));
     while next.load(Ordering::Relaxed) < DEVICES as u64 {
         load_with(
-            app.addr(),
+            app.endpoint(),
             CONNECTIONS,
             Duration::from_secs(1),
             check(tokens.clone(), next.clone()),
@@ -113,7 +108,7 @@ pub async fn ota_check(
         .await?;
     }
     let stage1 = load_with(
-        app.addr(),
+        app.endpoint(),
         CONNECTIONS,
         duration,
         check(tokens.clone(), next.clone()),
@@ -121,7 +116,13 @@ pub async fn ota_check(
     .await?;
     // The platform's share: the same device tokens on `GET /v1/auth/me` (token check,
     // revocation entry, rate window), no OTA work.
-    let me = load_with(app.addr(), CONNECTIONS, duration, device_me(tokens.clone())).await?;
+    let me = load_with(
+        app.endpoint(),
+        CONNECTIONS,
+        duration,
+        device_me(tokens.clone()),
+    )
+    .await?;
     let offered_at_1: i64 = client
         .query_one(
             "SELECT count(*) FROM rollout_devices WHERE rollout_id = $1",
@@ -159,14 +160,14 @@ pub async fn ota_check(
     )
     .await?;
     load_with(
-        app.addr(),
+        app.endpoint(),
         CONNECTIONS,
         Duration::from_millis(500),
         check(tokens.clone(), next.clone()),
     )
     .await?;
     let stage100 = load_with(
-        app.addr(),
+        app.endpoint(),
         CONNECTIONS,
         duration,
         check(tokens.clone(), next.clone()),
@@ -175,17 +176,18 @@ pub async fn ota_check(
 
     let row = |label: &str, m: &Measurement| {
         format!(
-            "| {label} | {} | {:.0} | {:.2} | {} µs | {} µs | {} |\n",
+            "| {label} | {} | {:.0} | {:.2} | {} µs | {} µs | {} | {} |\n",
             m.connections,
             m.rps(),
             m.rps() / trivial.rps().max(f64::MIN_POSITIVE),
             m.p50_us,
             m.p99_us,
-            m.errors
+            m.errors,
+            m.cpu.cell()
         )
     };
     let mut table = String::from(
-        "| | connections | requests/s | × trivial | p50 | p99 | errors |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "| | connections | requests/s | × trivial | p50 | p99 | errors | CPU % gen / server / other |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     table.push_str(&row("trivial component (`hello`)", &trivial));
     table.push_str(&row("device token check only (`GET /v1/auth/me`)", &me));
@@ -215,12 +217,12 @@ fn device_me(tokens: Arc<Vec<String>>) -> super::RequestFactory {
     })
 }
 
-/// The trivial component served by its own host, measured with the same load.
+/// The trivial component served by its own host process, measured with the same load.
 async fn trivial_host(workspace: &Path, duration: Duration) -> anyhow::Result<Measurement> {
-    let (host, dir) = super::start_hello_host(workspace, "ota").await?;
-    load(host.addr(), "/", CONNECTIONS, Duration::from_millis(500)).await?;
-    let m = load(host.addr(), "/", CONNECTIONS, duration).await?;
-    host.shutdown().await?;
-    let _ = std::fs::remove_dir_all(&dir);
+    let host = super::HelloHost::start(workspace, "ota").await?;
+    let at = host.server.endpoint();
+    load(at, "/", CONNECTIONS, Duration::from_millis(500)).await?;
+    let m = load(at, "/", CONNECTIONS, duration).await?;
+    host.stop().await?;
     Ok(m)
 }
