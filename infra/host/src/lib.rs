@@ -5,6 +5,7 @@
 //! `toaster up` (see `main.rs`) and the end-to-end tests both start it through
 //! [`start`].
 
+pub mod backup;
 pub mod bench;
 pub mod bindings;
 pub mod build;
@@ -18,9 +19,12 @@ pub mod migrate;
 pub mod outbound;
 pub mod pg;
 pub mod problem;
+pub mod retention;
 pub mod routes;
 pub mod runtime;
+pub mod runtime_config;
 pub mod server;
+pub mod simulate;
 pub mod state;
 pub mod variables;
 
@@ -68,18 +72,25 @@ impl RunningHost {
 
 /// Loads the application, binds the listener and serves in a background task.
 pub async fn start(runtime: &Runtime, config: HostConfig) -> anyhow::Result<RunningHost> {
+    start_with_runtime_config(runtime, config, &runtime_config::RuntimeConfig::default()).await
+}
+
+/// [`start`], with the key-value stores a runtime-config file defines
+/// (`toaster up --runtime-config-file`).
+pub async fn start_with_runtime_config(
+    runtime: &Runtime,
+    config: HostConfig,
+    runtime_config: &runtime_config::RuntimeConfig,
+) -> anyhow::Result<RunningHost> {
     let manifest = manifest::Manifest::load(&config.manifest)?;
     let vars = variables::Variables::resolve(&manifest.variables, &config.variables, |k| {
         std::env::var(k).ok()
     })?;
-    let labels: std::collections::BTreeSet<String> = manifest
+    let used = manifest
         .components
         .values()
-        .flat_map(|c| c.key_value_stores.iter().cloned())
-        .filter(|l| l == "default")
-        .chain(std::iter::once("default".to_string()))
-        .collect();
-    let kv = kv::KvStores::sqlite(&config.state_dir.join("kv.sqlite"), labels)?;
+        .flat_map(|c| c.key_value_stores.iter().map(String::as_str));
+    let kv = kv::KvStores::configure(used, &config.state_dir, runtime_config)?;
     let app = Arc::new(App::load(
         runtime,
         &manifest,

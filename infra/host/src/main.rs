@@ -1,4 +1,5 @@
-//! `toaster`: run the app (`up`), apply migrations (`migrate`), mint tokens (`token`).
+//! `toaster`: run the app (`up`), apply migrations (`migrate`), mint tokens (`token`), back up
+//! and restore the database (`backup`, `restore`), and its daily maintenance (`retention`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use toaster_core::token::{AccessClaims, Role, TokenSigner};
+use toaster_host::runtime_config::RuntimeConfig;
 use toaster_host::{
     HostConfig, Limits, Runtime, bench, build, database, keys, localpg, manifest::Manifest, migrate,
 };
@@ -41,23 +43,10 @@ enum Command {
         dir: PathBuf,
     },
     /// Run the benchmarks, each against a native baseline in the same run (use a release build).
-    Bench {
-        /// Seconds (or e.g. 10s) per measurement point.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Scenarios to run: host, auth, ota, ingest, aggregate (repeatable; default all).
-        #[arg(long = "scenario")]
-        scenarios: Vec<String>,
-        /// Admin URL of a PostgreSQL server for a scratch database; default 127.0.0.1:5432 if it answers, else a local cluster under .toaster/.
-        #[arg(long, env = "TOASTER_BENCH_DATABASE_URL")]
-        database_url: Option<String>,
-        /// Replace the figures in this markdown file (between `<!-- bench:NAME -->` markers).
-        #[arg(long)]
-        write: Option<PathBuf>,
-        /// Readings per batch in the ingest scenario.
-        #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
-        ingest_batches: Vec<usize>,
-    },
+    Bench(bench::BenchArgs),
+    /// Serve one benchmark target until stdin closes (started by `toaster bench`).
+    #[command(hide = true)]
+    BenchServe,
     /// Print an access token signed with the token signing key.
     Token {
         #[arg(long, value_enum)]
@@ -71,6 +60,37 @@ enum Command {
         /// File holding the signing key; default: SPIN_VARIABLE_TOKEN_SIGNING_KEY, then .toaster/token_signing_key.
         #[arg(long)]
         key_file: Option<PathBuf>,
+    },
+    /// Write a backup of the database (pg_dump, custom format) to a file.
+    Backup {
+        #[arg(long, env = "TOASTER_DATABASE_URL")]
+        database_url: String,
+        /// The backup file; written whole or not at all.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty database (pg_restore, one transaction).
+    Restore {
+        #[arg(long, env = "TOASTER_DATABASE_URL")]
+        database_url: String,
+        /// Drop and recreate what the backup contains even if the database is not empty.
+        #[arg(long)]
+        clean: bool,
+        /// A file written by `toaster backup` (or `pg_dump -Fc`).
+        file: PathBuf,
+    },
+    /// Simulate a fleet of devices against a running Toaster (load on this machine only).
+    Simulate(toaster_host::simulate::SimulateArgs),
+    /// Create telemetry partitions ahead and remove data past each tenant's retention.
+    Retention {
+        #[arg(long, env = "TOASTER_DATABASE_URL")]
+        database_url: String,
+        /// Apply only this tenant's row retention (partitions past everyone's go anyway).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How long to wait for a lock on telemetry before giving up until the next run.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        lock_timeout: Duration,
     },
 }
 
@@ -114,6 +134,10 @@ struct UpArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Spin runtime-config file (TOML): where key-value store labels live, e.g. Redis
+    /// shared by several hosts. Without it, `default` is SQLite under the state dir.
+    #[arg(long, env = "TOASTER_RUNTIME_CONFIG_FILE")]
+    runtime_config_file: Option<PathBuf>,
 }
 
 fn parse_variable(s: &str) -> Result<(String, String), String> {
@@ -138,8 +162,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The benchmark's in-process host would otherwise spend its time writing access logs.
-    let default_level = if matches!(cli.command, Command::Bench { .. }) {
+    // The benchmark's host (a `bench-serve` child) would otherwise spend its time
+    // writing access logs.
+    let default_level = if matches!(cli.command, Command::Bench(_) | Command::BenchServe) {
         "warn"
     } else {
         "info"
@@ -165,19 +190,41 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::Migrate { database_url, dir } => migrate_cmd(&database_url, &dir).await,
-            Command::Bench {
-                duration,
-                scenarios,
-                database_url,
-                write,
-                ingest_batches,
-            } => bench_cmd(duration, scenarios, database_url, write, ingest_batches).await,
+            Command::Bench(args) => bench::command(args).await,
+            Command::BenchServe => bench::server::serve().await,
             Command::Token {
                 role,
                 tenant,
                 ttl,
                 key_file,
             } => token_cmd(role, tenant, ttl, key_file),
+            Command::Backup { database_url, out } => {
+                let report = toaster_host::backup::backup(&database_url, &out).await?;
+                println!("{report}");
+                Ok(())
+            }
+            Command::Restore {
+                database_url,
+                clean,
+                file,
+            } => {
+                let options = toaster_host::backup::RestoreOptions { clean };
+                let report = toaster_host::backup::restore(&database_url, &file, options).await?;
+                println!("{report}");
+                Ok(())
+            }
+            Command::Simulate(args) => toaster_host::simulate::run(args).await,
+            Command::Retention {
+                database_url,
+                tenant,
+                lock_timeout,
+            } => {
+                let client = database::connect(&database_url).await?;
+                let report =
+                    toaster_host::retention::run(&client, tenant.as_deref(), lock_timeout).await?;
+                println!("{report}");
+                Ok(())
+            }
         }
     });
     match result {
@@ -200,93 +247,6 @@ async fn migrate_cmd(url: &str, dir: &Path) -> anyhow::Result<()> {
         report.applied.len(),
         report.already
     );
-    Ok(())
-}
-
-async fn bench_cmd(
-    duration: Duration,
-    scenarios: Vec<String>,
-    database_url: Option<String>,
-    write: Option<PathBuf>,
-    ingest_batches: Vec<usize>,
-) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this is a debug build; figures are meaningless. Use `cargo run --release -p toaster -- bench`."
-        );
-    }
-    let workspace = std::env::current_dir()?;
-    let scenarios = if scenarios.is_empty() {
-        vec![
-            "host".into(),
-            "auth".into(),
-            "ota".into(),
-            "ingest".into(),
-            "aggregate".into(),
-        ]
-    } else {
-        scenarios
-    };
-    for s in &scenarios {
-        if !["host", "auth", "ota", "ingest", "aggregate"].contains(&s.as_str()) {
-            bail!("unknown scenario {s:?}: choose host, auth, ota, ingest or aggregate");
-        }
-    }
-    let mut local_pg = None;
-    let admin_url = match database_url {
-        Some(url) => url,
-        None => {
-            let default = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
-            if database::ping(&default).await.is_ok() {
-                default
-            } else {
-                let pg = localpg::LocalPostgres::start(&workspace.join(".toaster/bench-postgres"))
-                    .await?;
-                let url = pg.url("postgres");
-                local_pg = Some(pg);
-                url
-            }
-        }
-    };
-    let pg_version = match database::connect(&admin_url).await {
-        Ok(c) => c
-            .query_one("SHOW server_version", &[])
-            .await
-            .map(|r| format!("PostgreSQL {}", r.get::<_, String>(0)))
-            .unwrap_or_else(|_| "PostgreSQL (version unknown)".into()),
-        Err(_) => "PostgreSQL (unreachable)".into(),
-    };
-    let opts = bench::BenchOptions {
-        workspace: workspace.clone(),
-        duration,
-        scenarios: scenarios.clone(),
-        admin_url,
-        ingest_batches,
-    };
-    let sections = bench::run(&opts).await;
-    if let Some(pg) = local_pg {
-        pg.stop().await?;
-    }
-    let sections = sections?;
-    let mut command = format!(
-        "cargo run --release -p toaster -- bench --duration {}",
-        duration.as_secs()
-    );
-    for s in &scenarios {
-        command.push_str(&format!(" --scenario {s}"));
-    }
-    let preamble = format!(
-        "Machine: {}, {pg_version} on the same machine. Command: `{command}`. Load generator: in-process, keep-alive HTTP/1.1 on 127.0.0.1, sharing the machine's cores with the server under test.",
-        bench::machine()
-    );
-    println!("{preamble}\n");
-    for (name, body) in &sections {
-        println!("## {name}\n\n{body}");
-    }
-    if let Some(path) = write {
-        bench::write_sections(&path, &preamble, &sections)?;
-        eprintln!("wrote {}", path.display());
-    }
     Ok(())
 }
 
@@ -332,6 +292,11 @@ fn token_cmd(
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
+    // A mistake in the runtime config stops us before anything is built or started.
+    let runtime_config = match &args.runtime_config_file {
+        Some(file) => RuntimeConfig::load(file)?,
+        None => RuntimeConfig::default(),
+    };
     // Fail fast on a taken port, before building or starting PostgreSQL.
     if let Err(e) = std::net::TcpListener::bind(args.listen)
         && e.kind() == std::io::ErrorKind::AddrInUse
@@ -443,7 +408,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let host = toaster_host::start(
+    let host = toaster_host::start_with_runtime_config(
         &runtime,
         HostConfig {
             manifest: args.manifest.clone(),
@@ -453,6 +418,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             state_dir: state_dir.clone(),
             limits,
         },
+        &runtime_config,
     )
     .await?;
 
