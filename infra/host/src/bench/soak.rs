@@ -35,7 +35,9 @@ const MODEL: &str = "bench-soak";
 /// not hold back the requests due on the others.
 const CONNECTIONS: usize = 32;
 const WARMUP: Duration = Duration::from_secs(10);
-/// The verdict's thresholds, first window to last.
+/// The verdict's thresholds: memory first window to last; latency the median of the
+/// first third of the windows to the median of the last third (one window's p99 is a
+/// handful of requests, and a single slow one would decide).
 const MEMORY_GROWTH_LIMIT: f64 = 0.10;
 const P99_GROWTH_LIMIT: f64 = 2.0;
 
@@ -347,18 +349,31 @@ fn report(opts: &SoakOptions, samples: &[Sample], peak: Option<u64>) -> String {
     out
 }
 
-/// First window against last: memory, latency, and whether the rate was held.
+/// The median of `values` (the upper one of an even count); 0 when empty.
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
+/// Memory first window against last, latency first third against last third, and
+/// whether the rate was held.
 fn verdict(opts: &SoakOptions, samples: &[Sample]) -> String {
     let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
         return "Verdict: no sample (the soak was shorter than one interval).\n".into();
     };
+    let third = (samples.len() / 3).max(1);
+    let early = &samples[..third];
+    let late = &samples[samples.len() - third..];
+    let p50 = |w: &[Sample]| median(w.iter().map(|s| s.p50_us).collect());
+    let p99 = |w: &[Sample]| median(w.iter().map(|s| s.p99_us).collect());
+    let (early_p50, late_p50, early_p99, late_p99) = (p50(early), p50(late), p99(early), p99(late));
     let served: f64 = samples.iter().map(|s| s.served_per_s).sum::<f64>() / samples.len() as f64;
     let errors: u64 = samples.iter().map(|s| s.errors).sum();
     let rss_growth = match (first.rss, last.rss) {
         (Some(a), Some(b)) if a > 0 => Some(b as f64 / a as f64 - 1.0),
         _ => None,
     };
-    let p99_ratio = last.p99_us as f64 / (first.p99_us as f64).max(1.0);
+    let p99_ratio = late_p99 as f64 / (early_p99 as f64).max(1.0);
     let held = served >= opts.rate as f64 * 0.99 && errors == 0;
     let steady =
         held && rss_growth.is_some_and(|g| g < MEMORY_GROWTH_LIMIT) && p99_ratio < P99_GROWTH_LIMIT;
@@ -372,12 +387,12 @@ fn verdict(opts: &SoakOptions, samples: &[Sample]) -> String {
         _ => "host memory unknown".into(),
     };
     format!(
-        "Verdict: **{}**. {memory}; p50 {} → {}, p99 {} → {}; {served:.1} of {} requests/s served on average, {errors} errors. (Steady means: the rate held with no errors, memory grew less than {:.0}% and p99 less than {P99_GROWTH_LIMIT:.0}× from the first window to the last.)\n",
+        "Verdict: **{}**. {memory}; median of the windows' p50 {} → {}, p99 {} → {} (first {third} windows → last {third}); {served:.1} of {} requests/s served on average, {errors} errors. (Steady means: the rate held with no errors, memory grew less than {:.0}% from the first window to the last, and the median p99 less than {P99_GROWTH_LIMIT:.0}× from the first third of the windows to the last.)\n",
         if steady { "steady" } else { "not steady" },
-        ms(first.p50_us),
-        ms(last.p50_us),
-        ms(first.p99_us),
-        ms(last.p99_us),
+        ms(early_p50),
+        ms(late_p50),
+        ms(early_p99),
+        ms(late_p99),
         opts.rate,
         MEMORY_GROWTH_LIMIT * 100.0,
     )
@@ -424,6 +439,19 @@ mod tests {
             let v = verdict(&opts(), &samples);
             assert!(v.starts_with("Verdict: **not steady**"), "{v}");
         }
+    }
+
+    #[test]
+    fn one_slow_window_is_noise_but_a_slower_last_third_is_growth() {
+        let mut samples: Vec<Sample> = (0..12).map(|_| sample(60, 4000, 500.0)).collect();
+        samples[11] = sample(60, 12_000, 500.0);
+        let v = verdict(&opts(), &samples);
+        assert!(v.starts_with("Verdict: **steady**"), "{v}");
+        for s in &mut samples[8..] {
+            *s = sample(60, 9000, 500.0);
+        }
+        let v = verdict(&opts(), &samples);
+        assert!(v.starts_with("Verdict: **not steady**"), "{v}");
     }
 
     #[test]
