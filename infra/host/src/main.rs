@@ -55,7 +55,7 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
         /// Lifetime, e.g. 15m, 12h, 30d.
-        #[arg(long, default_value = "12h", value_parser = parse_duration)]
+        #[arg(long, default_value = "12h", value_parser = toaster_host::duration::parse)]
         ttl: Duration,
         /// File holding the signing key; default: SPIN_VARIABLE_TOKEN_SIGNING_KEY, then .toaster/token_signing_key.
         #[arg(long)]
@@ -89,7 +89,7 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
         /// How long to wait for a lock on telemetry before giving up until the next run.
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = toaster_host::duration::parse)]
         lock_timeout: Duration,
     },
 }
@@ -143,21 +143,6 @@ struct UpArgs {
 fn parse_variable(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or("expected NAME=VALUE")?;
     Ok((k.to_string(), v.to_string()))
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: use e.g. 90s, 15m, 12h, 30d"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 fn main() -> ExitCode {
