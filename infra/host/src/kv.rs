@@ -125,6 +125,17 @@ impl KvStores {
     pub fn get(&self, label: &str) -> Option<&Arc<KvBackend>> {
         self.by_label.get(label)
     }
+
+    /// Waits until every write so far has reached its backend's storage (SQLite
+    /// stores write behind; Redis writes are already there). Called on shutdown.
+    pub fn flush(&self) -> Result<(), Error> {
+        for backend in self.by_label.values() {
+            if let KvBackend::Sqlite(s) = &**backend {
+                s.flush()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl KvBackend {

@@ -57,6 +57,7 @@ pub struct RunningHost {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    kv: kv::KvStores,
 }
 
 impl RunningHost {
@@ -67,7 +68,15 @@ impl RunningHost {
     /// Stops accepting, lets in-flight requests finish (bounded), and returns.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.task.await.context("the server task panicked")?
+        let served = self.task.await.context("the server task panicked")?;
+        // The SQLite store writes behind: what the last requests wrote goes to disk
+        // before we return.
+        let kv = self.kv;
+        tokio::task::spawn_blocking(move || kv.flush())
+            .await
+            .context("the key-value flush panicked")?
+            .map_err(|e| anyhow::anyhow!("cannot write the key-value store: {e:?}"))?;
+        served
     }
 }
 
@@ -96,7 +105,7 @@ pub async fn start_with_runtime_config(
         runtime,
         &manifest,
         &vars,
-        kv,
+        kv.clone(),
         config.limits.clone(),
     )?);
     let tls = match &config.tls {
@@ -119,5 +128,6 @@ pub async fn start_with_runtime_config(
         addr,
         shutdown: tx,
         task,
+        kv,
     })
 }

@@ -151,12 +151,11 @@ impl AppUnderTest {
     /// Replaces the host process with a fresh one serving the same database and
     /// state, so that the next scenario's peak memory is its own.
     pub async fn fresh_server(&mut self) -> anyhow::Result<()> {
-        let fresh = ServerProcess::spawn(&self.spec)
+        // The old process goes first: a host's key-value file is its own while it runs.
+        self.server
+            .restart(&self.spec)
             .await
-            .context("restarting the app")?;
-        let old = std::mem::replace(&mut self.server, fresh);
-        old.stop().await?;
-        Ok(())
+            .context("restarting the app")
     }
 
     pub fn admin_token(&self) -> anyhow::Result<String> {

@@ -108,6 +108,18 @@ impl ServerProcess {
 
     /// Stops the server (gracefully: in-flight requests finish); its peak memory.
     pub async fn stop(mut self) -> anyhow::Result<Option<u64>> {
+        self.stop_child().await
+    }
+
+    /// Stops this server, then starts `spec` in its place (never both at once: a
+    /// host's state directory is its own while it runs).
+    pub async fn restart(&mut self, spec: &ServeSpec) -> anyhow::Result<()> {
+        self.stop_child().await?;
+        *self = ServerProcess::spawn(spec).await?;
+        Ok(())
+    }
+
+    async fn stop_child(&mut self) -> anyhow::Result<Option<u64>> {
         let peak = self.peak_rss();
         drop(self.stdin.take());
         match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
