@@ -703,8 +703,13 @@ pub enum ManifestKeyError {
 }
 
 /// Signs manifests with the deployment's Ed25519 key (`manifest_signing_key`).
+///
+/// Signing runs inside the `ota` component, for each offer, in a fresh instance; so it
+/// uses ed25519-dalek, whose 32-bit backend is fast in wasm32 (ed25519-compact, which
+/// verifies, multiplies 64-bit limbs into 128-bit products that wasm32 emulates with
+/// a function call each: a signature cost about ten times more).
 pub struct ManifestSigner {
-    key_pair: ed25519_compact::KeyPair,
+    key: ed25519_dalek::SigningKey,
 }
 
 impl fmt::Debug for ManifestSigner {
@@ -715,13 +720,37 @@ impl fmt::Debug for ManifestSigner {
     }
 }
 
+/// The DER of an Ed25519 PKCS#8 (v1) private key up to its 32-byte seed (RFC 8410).
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// The DER of an Ed25519 SPKI public key up to its 32 bytes (RFC 8410).
+const SPKI_ED25519_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
 impl ManifestSigner {
     /// A `-----BEGIN PRIVATE KEY-----` block (PKCS#8, RFC 8410), as
     /// `openssl genpkey -algorithm ed25519` writes.
     pub fn from_pem(pem: &str) -> Result<Self, ManifestKeyError> {
-        let key_pair = ed25519_compact::KeyPair::from_pem(pem.trim())
+        let body = pem
+            .trim()
+            .strip_prefix("-----BEGIN PRIVATE KEY-----")
+            .and_then(|rest| rest.strip_suffix("-----END PRIVATE KEY-----"))
+            .ok_or(ManifestKeyError::PrivateKey)?;
+        let body: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let mut der = STANDARD
+            .decode(body)
             .map_err(|_| ManifestKeyError::PrivateKey)?;
-        Ok(Self { key_pair })
+        let seed = der
+            .strip_prefix(&PKCS8_ED25519_PREFIX[..])
+            .and_then(|seed| <[u8; 32]>::try_from(seed).ok());
+        // Best effort: the decoded key does not linger in this buffer.
+        der.fill(0);
+        let mut seed = seed.ok_or(ManifestKeyError::PrivateKey)?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        seed.fill(0);
+        Ok(Self { key })
     }
 
     /// The signature of the manifest's canonical bytes, standard base64 (with padding).
@@ -730,17 +759,27 @@ impl ManifestSigner {
     }
 
     pub fn sign_bytes(&self, bytes: &[u8]) -> String {
-        STANDARD.encode(self.key_pair.sk.sign(bytes, None).as_ref())
+        use ed25519_dalek::Signer;
+        STANDARD.encode(self.key.sign(bytes).to_bytes())
     }
 
     /// The public key as an SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
     pub fn public_key_pem(&self) -> String {
-        self.key_pair.pk.to_pem()
+        let encoded = STANDARD.encode(self.public_key_der());
+        format!("-----BEGIN PUBLIC KEY-----\n{encoded}\n-----END PUBLIC KEY-----\n")
     }
 
     /// Lowercase hex SHA-256 of the public key's SPKI DER.
     pub fn key_id(&self) -> String {
-        hex_digest(&self.key_pair.pk.to_der())
+        hex_digest(&self.public_key_der())
+    }
+
+    fn public_key_der(&self) -> Vec<u8> {
+        [
+            &SPKI_ED25519_PREFIX[..],
+            self.key.verifying_key().as_bytes(),
+        ]
+        .concat()
     }
 }
 
@@ -1187,6 +1226,27 @@ mod tests {
     }
 
     #[test]
+    fn the_signer_agrees_with_an_independent_implementation() {
+        // ed25519-compact parses the same PEM on its own: the same public key, key id
+        // and (Ed25519 being deterministic) the same signature bytes.
+        let signer = ManifestSigner::from_pem(TEST_KEY).unwrap();
+        let other = ed25519_compact::KeyPair::from_pem(TEST_KEY).unwrap();
+        assert_eq!(signer.public_key_pem().trim(), other.pk.to_pem().trim());
+        assert_eq!(signer.key_id(), hex_digest(&other.pk.to_der()));
+        let bytes = manifest().canonical_bytes();
+        assert_eq!(
+            STANDARD.decode(signer.sign_bytes(&bytes)).unwrap(),
+            other.sk.sign(&bytes, None).to_vec()
+        );
+        // The PEM as openssl writes it, with CRLF line ends, is the same key.
+        let crlf = TEST_KEY.replace('\n', "\r\n");
+        assert_eq!(
+            ManifestSigner::from_pem(&crlf).unwrap().key_id(),
+            signer.key_id()
+        );
+    }
+
+    #[test]
     fn unusable_keys_are_refused() {
         assert!(ManifestSigner::from_pem("").is_err());
         assert!(
@@ -1197,6 +1257,12 @@ mod tests {
         );
         let signer = ManifestSigner::from_pem(TEST_KEY).unwrap();
         assert!(ManifestSigner::from_pem(&signer.public_key_pem()).is_err());
+        // A well-formed PEM around something that is not an Ed25519 PKCS#8 key.
+        let not_ed25519 = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode([0u8; 48])
+        );
+        assert!(ManifestSigner::from_pem(&not_ed25519).is_err());
         assert!(ManifestVerifier::from_pem(TEST_KEY).is_err());
     }
 }
