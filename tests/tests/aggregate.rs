@@ -272,6 +272,22 @@ async fn rollups_equal_raw_aggregates_with_late_duplicate_and_concurrent_reading
             sent.push((device, batch));
         }
     }
+    // Single readings, one per request (a statement of their own, store_one.sql), in
+    // random time order, some in buckets the batches filled and some in new ones; the
+    // same one again with another value stores nothing.
+    for _ in 0..30 {
+        for (device, token) in [("d1", &d1), ("d2", &d2)] {
+            let reading = random_batch(&mut rng, now, 1);
+            let receipt = post_readings(&app, token, &reading).await;
+            let new =
+                !stored.contains_key(&(device.to_owned(), reading[0].0.clone(), reading[0].1));
+            assert_eq!(receipt["stored"], i64::from(new), "{receipt}");
+            remember(&mut stored, device, &reading);
+            sent.push((device, reading.clone()));
+            let resent = vec![(reading[0].0.clone(), reading[0].1, reading[0].2 + 0.25)];
+            assert_eq!(post_readings(&app, token, &resent).await["stored"], 0);
+        }
+    }
     // Resends with other values: stored nothing, changed nothing.
     for index in [0usize, 3, 7] {
         let (device, batch) = &sent[index];

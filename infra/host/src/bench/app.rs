@@ -403,7 +403,8 @@ pub async fn ingest_http(
     .await
 }
 
-/// The same statement the ingest component runs (functions/ingest/src/store_batch.sql),
+/// The same statement the ingest component runs (functions/ingest/src/store_batch.sql,
+/// or store_one.sql for batches of one reading),
 /// with the same batches and concurrency, sent straight to PostgreSQL by
 /// tokio-postgres: the native baseline.
 pub async fn ingest_native(
@@ -415,7 +416,13 @@ pub async fn ingest_native(
     duration: Duration,
     base_ms: i64,
 ) -> anyhow::Result<Measurement> {
-    let sql = std::fs::read_to_string(workspace.join("functions/ingest/src/store_batch.sql"))?;
+    // The statement the component sends for this batch size (functions/ingest/src/store.rs).
+    let file = if size == 1 {
+        "store_one.sql"
+    } else {
+        "store_batch.sql"
+    };
+    let sql = std::fs::read_to_string(workspace.join("functions/ingest/src/").join(file))?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for conn in 0..connections {

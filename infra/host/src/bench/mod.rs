@@ -779,7 +779,7 @@ async fn ingest(opts: &BenchOptions, app: &app::AppUnderTest) -> anyhow::Result<
         all.extend([n, t]);
     }
     Ok(format!(
-        "`POST /v1/telemetry` from {connections} devices (one connection each), against the same statement (`functions/ingest/src/store_batch.sql`) with the same batches and concurrency sent by tokio-postgres over {connections} connections. Each point writes fresh readings (no duplicates). For the native baseline the generator is the tokio-postgres client and there is no server process of ours: PostgreSQL's work is under other.\n\n{table}{}",
+        "`POST /v1/telemetry` from {connections} devices (one connection each), against the same statement (`functions/ingest/src/store_batch.sql`; `store_one.sql` for one reading, as the component does) with the same batches and concurrency sent by tokio-postgres over {connections} connections. Each point writes fresh readings (no duplicates). For the native baseline the generator is the tokio-postgres client and there is no server process of ours: PostgreSQL's work is under other.\n\n{table}{}",
         errors_note(&all.iter().collect::<Vec<_>>())
     ))
 }
