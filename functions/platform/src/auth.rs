@@ -113,8 +113,11 @@ pub fn authenticate(req: &Request, allowed: &[Role]) -> Result<Caller, Problem> 
             // TokenSigner::verify guarantees all three for device tokens.
             return Err(Problem::unauthorized());
         };
-        check_not_revoked(tenant, device, generation)?;
-        check_rate(
+        // One store handle for both checks.
+        let store = open_store();
+        check_not_revoked(store.as_ref(), tenant, device, generation)?;
+        count_rate(
+            store.as_ref(),
             &RateLimit::from_variable(),
             tenant,
             device,
@@ -155,8 +158,13 @@ pub fn signer() -> Result<TokenSigner, Problem> {
     })
 }
 
-fn check_not_revoked(tenant: &TenantId, device: &DeviceId, generation: u64) -> Result<(), Problem> {
-    match device_state(tenant, device)? {
+fn check_not_revoked(
+    store: Option<&kv::Store>,
+    tenant: &TenantId,
+    device: &DeviceId,
+    generation: u64,
+) -> Result<(), Problem> {
+    match device_state_in(store, tenant, device)? {
         Some(state)
             if state.status == DeviceStatus::Active && state.key_generation == generation =>
         {
@@ -174,16 +182,25 @@ fn check_not_revoked(tenant: &TenantId, device: &DeviceId, generation: u64) -> R
 /// The device's status and key generation: from the key-value store when fresh, else
 /// from PostgreSQL (and then cached). `None`: no such device.
 pub fn device_state(tenant: &TenantId, device: &DeviceId) -> Result<Option<DeviceState>, Problem> {
+    device_state_in(open_store().as_ref(), tenant, device)
+}
+
+/// The store, or `None` (logged) when it cannot be opened: the checks then fall back
+/// to PostgreSQL, or let the request through uncounted.
+fn open_store() -> Option<kv::Store> {
+    kv::open()
+        .inspect_err(|e| eprintln!("auth: key-value store unavailable: {}", kv::describe(e)))
+        .ok()
+}
+
+fn device_state_in(
+    store: Option<&kv::Store>,
+    tenant: &TenantId,
+    device: &DeviceId,
+) -> Result<Option<DeviceState>, Problem> {
     let now = time::now_ms();
     let key = kv::device_key(tenant, device);
-    let store = match kv::open() {
-        Ok(store) => Some(store),
-        Err(e) => {
-            eprintln!("auth: key-value store unavailable: {}", kv::describe(&e));
-            None
-        }
-    };
-    if let Some(store) = &store {
+    if let Some(store) = store {
         match kv::get_json::<DeviceState>(store, &key) {
             Ok(Some(state)) if is_fresh(&state, now) => return Ok(Some(state)),
             Ok(_) => {}
@@ -192,7 +209,7 @@ pub fn device_state(tenant: &TenantId, device: &DeviceId) -> Result<Option<Devic
     }
     let db = Db::open()?;
     let state = load_device_state(&db, tenant, device)?;
-    if let (Some(store), Some(state)) = (&store, &state)
+    if let (Some(store), Some(state)) = (store, &state)
         && let Err(e) = kv::set_json(store, &key, state)
     {
         eprintln!("auth: cannot cache {key}: {}", kv::describe(&e));
@@ -314,24 +331,28 @@ pub fn check_rate(
     device: &DeviceId,
     now_secs: u64,
 ) -> Result<(), Problem> {
+    count_rate(open_store().as_ref(), limit, tenant, device, now_secs)
+}
+
+fn count_rate(
+    store: Option<&kv::Store>,
+    limit: &RateLimit,
+    tenant: &TenantId,
+    device: &DeviceId,
+    now_secs: u64,
+) -> Result<(), Problem> {
     let key = kv::rate_key(tenant, device);
-    let store = match kv::open() {
-        Ok(store) => store,
-        Err(e) => {
-            eprintln!(
-                "auth: rate limit not counted, store unavailable: {}",
-                kv::describe(&e)
-            );
-            return Ok(());
-        }
+    let Some(store) = store else {
+        eprintln!("auth: rate limit not counted, store unavailable");
+        return Ok(());
     };
-    let current = kv::get_json::<RateWindow>(&store, &key).unwrap_or_else(|e| {
+    let current = kv::get_json::<RateWindow>(store, &key).unwrap_or_else(|e| {
         eprintln!("auth: cannot read {key}: {}", kv::describe(&e));
         None
     });
     match limit.decide(current, now_secs) {
         Ok(next) => {
-            if let Err(e) = kv::set_json(&store, &key, &next) {
+            if let Err(e) = kv::set_json(store, &key, &next) {
                 eprintln!("auth: cannot count in {key}: {}", kv::describe(&e));
             }
             Ok(())
