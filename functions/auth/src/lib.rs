@@ -24,14 +24,14 @@ mod login;
 mod secrets;
 mod tenants;
 
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use toaster_core::problem::Problem;
-use toaster_platform::respond;
+use toaster_platform::{respond, serve};
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    respond::outcome(route(&req))
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve::serve(req, out, |req| respond::outcome(route(req))).await
 }
 
 fn route(req: &Request) -> Result<Response, Problem> {

@@ -17,7 +17,7 @@ mod last_known;
 mod store;
 
 use serde::Serialize;
-use spin_sdk::http::{IncomingRequest, Method, Request, Response};
+use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use spin_sdk::variables;
 use toaster_core::ids::TenantId;
@@ -25,7 +25,7 @@ use toaster_core::problem::Problem;
 use toaster_core::telemetry::{Batch, BatchError, BatchLimits, parse_batch};
 use toaster_core::token::Role;
 use toaster_platform::db::Db;
-use toaster_platform::{auth, respond, time};
+use toaster_platform::{auth, respond, serve, time};
 
 /// The one path this component serves.
 const PATH: &str = "/v1/telemetry";
@@ -37,16 +37,21 @@ const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 const MAX_RETENTION_MS: i64 = 3650 * 86_400_000;
 
 #[http_component]
-async fn handle(req: IncomingRequest) -> Response {
-    let path = req.path_with_query().unwrap_or_default();
-    let path = path.split('?').next().unwrap_or_default();
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let response = answer(req).await;
+    serve::write(out, &response);
+}
+
+async fn answer(req: IncomingRequest) -> Response {
+    let uri = req.path_with_query().unwrap_or_default();
+    let path = uri.split('?').next().unwrap_or_default();
     if path != PATH && path != "/v1/telemetry/" {
         return respond::problem(&Problem::not_found());
     }
     if req.method() != Method::Post {
         return method_not_allowed();
     }
-    respond::outcome(post_telemetry(req).await)
+    respond::outcome(post_telemetry(req, uri).await)
 }
 
 /// What the device is told about its batch. `received` = `stored` + `duplicates`:
@@ -63,11 +68,11 @@ struct Receipt {
     duplicates: u64,
 }
 
-async fn post_telemetry(req: IncomingRequest) -> Result<Response, Problem> {
+async fn post_telemetry(req: IncomingRequest, uri: String) -> Result<Response, Problem> {
     // The head alone: the token is checked before a byte of the body is read.
     let head = Request::builder()
         .method(Method::Post)
-        .uri(req.uri())
+        .uri(uri)
         .headers(req.headers())
         .build();
     let caller = auth::authenticate(&head, &[Role::Device])?;

@@ -24,15 +24,15 @@ mod rollouts;
 
 use rand::TryRngCore;
 use rand::rngs::OsRng;
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use toaster_core::ota::RolloutAction;
 use toaster_core::problem::Problem;
-use toaster_platform::respond;
+use toaster_platform::{respond, serve};
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    respond::outcome(route(&req))
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve::serve(req, out, |req| respond::outcome(route(req))).await
 }
 
 fn route(req: &Request) -> Result<Response, Problem> {

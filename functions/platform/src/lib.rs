@@ -1,6 +1,8 @@
 //! What every Toaster component shares on top of spin-sdk. Domain rules live in
 //! `toaster-core`; this crate owns only the platform edge:
 //!
+//! - [`serve`]: the entry point's edge: the request read and the response written
+//!   with few calls into the host;
 //! - [`respond`]: `Problem` → problem+json responses (with `WWW-Authenticate` on 401 and
 //!   `Retry-After` on 429/503), JSON bodies;
 //! - [`auth`]: `authenticate(&req, &[Role])` → the verified [`auth::Caller`]: bearer
@@ -21,4 +23,5 @@ pub mod db;
 pub mod kv;
 pub mod query;
 pub mod respond;
+pub mod serve;
 pub mod time;
