@@ -611,6 +611,26 @@ async fn a_component_that_never_returns_is_stopped_by_the_timeout() {
     );
     let r = h.http.get(h.url("/probe/hello")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+
+    // Waiting in a host call is not wasm code, so epochs do not stop it: the wall-clock
+    // deadline does, and the host keeps serving.
+    let started = Instant::now();
+    let r = h
+        .http
+        .post(h.url("/probe/pg"))
+        .json(&json!({"steps": [{"op": "query", "sql": "SELECT pg_sleep(20)", "params": []}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let r = h.http.get(h.url("/probe/hello")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     h.stop().await;
 }
 

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bindings;
 pub mod build;
 pub mod database;
+pub mod deadline;
 pub mod duration;
 pub mod http;
 pub mod keys;

@@ -4,7 +4,8 @@
 //! keyed by the wasm's hash and the engine's compatibility hash) and
 //! pre-instantiated once; then a fresh `Store` and instance per request, from the
 //! pooling allocator. A request is bounded in time (epoch interruption for wasm
-//! code, plus a wall-clock timeout for time spent in host calls) and in memory.
+//! code, plus a wall-clock deadline, `deadline`, for time spent in host calls) and
+//! in memory.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::bindings;
+use crate::deadline::{self, Deadlines};
 use crate::kv::KvStores;
 use crate::manifest::Manifest;
 use crate::outbound::AllowedHosts;
@@ -72,6 +74,8 @@ pub struct Runtime {
     engine: Engine,
     compiled: Arc<Mutex<HashMap<[u8; 32], Component>>>,
     cache_dir: Option<PathBuf>,
+    /// Requests in flight, aborted past their wall-clock deadline by the epoch thread.
+    deadlines: Deadlines,
 }
 
 impl Runtime {
@@ -98,19 +102,32 @@ impl Runtime {
         // async. Without the concurrency machinery a Store is smaller and every host
         // call skips its task bookkeeping (measured: 15-20% of a trivial request).
         config.concurrency_support(false);
+        // `TOASTER_PERF_MAP=1`: wasmtime writes /tmp/perf-PID.map, so that `perf report`
+        // names guest functions (docs/host.md, Profiling).
+        if std::env::var_os("TOASTER_PERF_MAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("cannot create the wasmtime engine")?;
 
         let weak = engine.weak();
+        let deadlines = Deadlines::default();
+        let watched = deadlines.clone();
         std::thread::Builder::new()
             .name("toaster-epoch".into())
             .spawn(move || {
+                let mut last_scan = std::time::Instant::now();
                 while let Some(engine) = weak.upgrade() {
                     engine.increment_epoch();
                     drop(engine);
                     std::thread::sleep(EPOCH_TICK);
+                    let now = std::time::Instant::now();
+                    if now.duration_since(last_scan) >= deadline::SCAN_EVERY {
+                        watched.scan(now);
+                        last_scan = now;
+                    }
                 }
             })
             .context("cannot start the epoch thread")?;
@@ -118,6 +135,7 @@ impl Runtime {
             engine,
             compiled: Default::default(),
             cache_dir,
+            deadlines,
         })
     }
 
@@ -440,35 +458,39 @@ impl App {
                 .call_handle(&mut store, req, out)
                 .await
         });
+        // Until the response head and its first part are ready; the epoch thread aborts
+        // the task past the deadline (see `deadline`), which drops the response channel
+        // and the body's sender: every wait below then ends, and `watch.expired()`
+        // tells a timeout from a failure.
+        let watch = self.runtime.deadlines.watch(
+            std::time::Instant::now() + self.limits.request_timeout,
+            task.abort_handle(),
+        );
         let abort = task.abort_handle();
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
-        match tokio::time::timeout_at(deadline, receiver).await {
-            Ok(Ok(Ok(resp))) => {
-                match tokio::time::timeout_at(deadline, buffer_small_body(resp)).await {
-                    Ok(Ok(resp)) => Ok(resp),
-                    Ok(Err(e)) => {
+        match receiver.await {
+            Ok(Ok(resp)) => {
+                let buffered = buffer_small_body(resp).await;
+                if watch.expired() {
+                    return Err(Failure::Timeout);
+                }
+                match buffered {
+                    Ok(resp) => Ok(resp),
+                    Err(e) => {
                         abort.abort();
                         Err(Failure::Trap(format!("the response body failed: {e:?}")))
                     }
-                    Err(_) => {
-                        abort.abort();
-                        Err(Failure::Timeout)
-                    }
                 }
             }
-            Ok(Ok(Err(code))) => Err(Failure::Trap(format!(
+            Ok(Err(code)) => Err(Failure::Trap(format!(
                 "component answered with error {code:?}"
             ))),
-            Ok(Err(_)) => match task.await {
+            Err(_) => match task.await {
+                _ if watch.expired() => Err(Failure::Timeout),
                 Ok(Ok(())) => Err(Failure::Trap("the component never set a response".into())),
                 Ok(Err(e)) if is_timeout(&e) => Err(Failure::Timeout),
                 Ok(Err(e)) => Err(Failure::Trap(format!("{e:?}"))),
                 Err(e) => Err(Failure::Trap(format!("{e:?}"))),
             },
-            Err(_) => {
-                abort.abort();
-                Err(Failure::Timeout)
-            }
         }
     }
 }
