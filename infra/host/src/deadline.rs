@@ -9,8 +9,8 @@
 //! millisecond precision, so instead the runtime's epoch thread scans every watched
 //! request each [`SCAN_EVERY`] and aborts the task of any request past its deadline; a
 //! request costs one lock of a mutex nobody else holds for long and one allocation.
-//! (Measured end to end with `wrk -c64` on the `hello` component, CPU per request did
-//! not change beyond the noise of A/B runs, 44.6 vs 44.9 µs: the timer's share went
+//! (Measured end to end with `scripts/cpu-per-request` on the `hello` component, CPU
+//! per request did not change beyond the noise of A/B runs, 44.6 vs 44.9 µs: the timer's share went
 //! to waiting elsewhere. It stays for what it removes, a lock shared by every request
 //! in flight and a wake-up write per request, and for the test of host-call timeouts
 //! that came with it, `tests/tests/host.rs`.)
