@@ -28,7 +28,7 @@ use crate::{database, keys, migrate};
 
 /// Devices registered for the run; each login uses the next device, so no
 /// device's rate budget shapes the figures.
-const DEVICES: usize = 256;
+pub const DEVICES: usize = 256;
 
 pub struct AppUnderTest {
     server: ServerProcess,

@@ -388,6 +388,10 @@ pub struct BenchArgs {
     /// Readings per batch in the ingest scenario.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
     pub ingest_batches: Vec<usize>,
+    /// Devices (one connection each) posting at once in the ingest scenario, and the
+    /// native baseline's connections.
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    pub ingest_connections: Vec<usize>,
     /// Soak: requests per second, held for --soak-duration.
     #[arg(long, default_value_t = 500)]
     pub soak_rate: u32,
@@ -457,6 +461,7 @@ pub async fn command(args: BenchArgs) -> anyhow::Result<()> {
         scenarios: scenarios.clone(),
         admin_url,
         ingest_batches: args.ingest_batches.clone(),
+        ingest_connections: args.ingest_connections.clone(),
         soak: soak::SoakOptions {
             rate: args.soak_rate,
             duration: args.soak_duration,
@@ -511,6 +516,14 @@ fn command_line(args: &BenchArgs, scenarios: &[String]) -> String {
         let b: Vec<String> = args.ingest_batches.iter().map(|b| b.to_string()).collect();
         command.push_str(&format!(" --ingest-batches {}", b.join(",")));
     }
+    if args.ingest_connections != [16] && scenarios.iter().any(|s| s == "ingest") {
+        let c: Vec<String> = args
+            .ingest_connections
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        command.push_str(&format!(" --ingest-connections {}", c.join(",")));
+    }
     if scenarios.iter().any(|s| s == "soak") {
         command.push_str(&format!(
             " --soak-rate {} --soak-duration {}s --soak-every {}s --soak-batch {}",
@@ -547,6 +560,8 @@ pub struct BenchOptions {
     pub admin_url: String,
     /// Readings per batch for the ingest scenario.
     pub ingest_batches: Vec<usize>,
+    /// Concurrent devices for the ingest scenario.
+    pub ingest_connections: Vec<usize>,
     pub soak: soak::SoakOptions,
 }
 
@@ -736,50 +751,66 @@ async fn auth(app: &app::AppUnderTest, d: Duration) -> anyhow::Result<String> {
 
 async fn ingest(opts: &BenchOptions, app: &app::AppUnderTest) -> anyhow::Result<String> {
     let d = opts.duration;
-    let connections = 16;
+    let most = opts.ingest_connections.iter().copied().max().unwrap_or(16);
+    anyhow::ensure!(
+        (1..app::DEVICES).contains(&most) && !opts.ingest_connections.contains(&0),
+        "--ingest-connections: between 1 and {} devices",
+        app::DEVICES - 1
+    );
     let mut tokens = Vec::new();
-    for i in 1..=connections {
+    for i in 1..=most {
         tokens.push(app.login(i).await?);
     }
+    // Every point writes its own 2-hour range within the last day (partitions exist
+    // from yesterday on), so nothing is a duplicate.
+    let points = opts.ingest_connections.len() * opts.ingest_batches.len();
+    anyhow::ensure!(
+        points <= 10,
+        "at most 10 ingest points (connections x batches)"
+    );
     let base_ms = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64)
-        - 20 * 3600 * 1000;
+        - 22 * 3600 * 1000;
     let mut table = String::from(
         "| readings/batch | connections | native readings/s | toaster readings/s | ratio | toaster requests/s | native p50 | toaster p50 | native p99 | toaster p99 | native CPU % gen / server / other | toaster CPU % gen / server / other |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut all = Vec::new();
-    for (k, size) in opts.ingest_batches.iter().copied().enumerate() {
-        // Each size writes its own time range, so nothing is a duplicate.
-        let base = base_ms + (k as i64) * 4 * 3600 * 1000;
-        let n = app::ingest_native(
-            &opts.workspace,
-            &app.db_url,
-            &app.tenant,
-            size,
-            connections,
-            d,
-            base,
-        )
-        .await?;
-        let t = app::ingest_http(app, &tokens, size, connections, d, base).await?;
-        table.push_str(&format!(
-            "| {size} | {connections} | {:.0} | {:.0} | {:.2} | {:.0} | {} µs | {} µs | {} µs | {} µs | {} | {} |\n",
-            n.rps() * size as f64,
-            t.rps() * size as f64,
-            t.rps() / n.rps().max(f64::MIN_POSITIVE),
-            t.rps(),
-            n.p50_us,
-            t.p50_us,
-            n.p99_us,
-            t.p99_us,
-            n.cpu.cell(),
-            t.cpu.cell(),
-        ));
-        all.extend([n, t]);
+    let mut k = 0i64;
+    for connections in opts.ingest_connections.iter().copied() {
+        for size in opts.ingest_batches.iter().copied() {
+            let base = base_ms + k * 2 * 3600 * 1000;
+            k += 1;
+            let n = app::ingest_native(
+                &opts.workspace,
+                &app.db_url,
+                &app.tenant,
+                size,
+                connections,
+                d,
+                base,
+            )
+            .await?;
+            let t =
+                app::ingest_http(app, &tokens[..connections], size, connections, d, base).await?;
+            table.push_str(&format!(
+                "| {size} | {connections} | {:.0} | {:.0} | {:.2} | {:.0} | {} µs | {} µs | {} µs | {} µs | {} | {} |\n",
+                n.rps() * size as f64,
+                t.rps() * size as f64,
+                t.rps() / n.rps().max(f64::MIN_POSITIVE),
+                t.rps(),
+                n.p50_us,
+                t.p50_us,
+                n.p99_us,
+                t.p99_us,
+                n.cpu.cell(),
+                t.cpu.cell(),
+            ));
+            all.extend([n, t]);
+        }
     }
     Ok(format!(
-        "`POST /v1/telemetry` from {connections} devices (one connection each), against the same statement (`functions/ingest/src/store_batch.sql`; `store_one.sql` for one reading, as the component does) with the same batches and concurrency sent by tokio-postgres over {connections} connections. Each point writes fresh readings (no duplicates). For the native baseline the generator is the tokio-postgres client and there is no server process of ours: PostgreSQL's work is under other.\n\n{table}{}",
+        "`POST /v1/telemetry` from N devices (the connections column; one connection each), against the same statement (`functions/ingest/src/store_batch.sql`; `store_one.sql` for one reading, as the component does) with the same batches and concurrency sent by tokio-postgres over N connections. The host's PostgreSQL pool holds at most 16 sessions. Each point writes fresh readings (no duplicates). For the native baseline the generator is the tokio-postgres client and there is no server process of ours: PostgreSQL's work is under other.\n\n{table}{}",
         errors_note(&all.iter().collect::<Vec<_>>())
     ))
 }
