@@ -599,8 +599,8 @@ mod tests {
     }
 
     /// A key changed again while the writer is writing its previous value: the newer
-    /// value must reach the disk too (within the interval, on flush, and on close),
-    /// however often that happens. Rate windows and last-known values are such keys.
+    /// value must reach the disk too (within the interval, and on flush), however
+    /// often that happens. Rate windows and last-known values are such keys.
     #[test]
     fn a_key_changed_while_its_batch_is_written_still_reaches_the_disk() {
         let d = dir();
