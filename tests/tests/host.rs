@@ -684,6 +684,34 @@ async fn oversized_bodies_get_413_before_the_component_runs() {
     h.stop().await;
 }
 
+/// A response larger than the host buffers (256 KiB) goes out while the guest is still
+/// writing it, the rest of the guest's work running after the response has started.
+#[tokio::test]
+async fn a_large_response_streams_whole_while_the_guest_still_writes() {
+    let db = TestDb::new().await;
+    let h = probe_host(&db).await;
+    let body: Vec<u8> = (0..3 * 1024 * 1024 + 7)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for _ in 0..3 {
+        let r = h
+            .http
+            .post(h.url("/probe/echo"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-body-len"], body.len().to_string().as_str());
+        let echoed = r.bytes().await.unwrap();
+        assert_eq!(echoed.len(), body.len());
+        assert!(echoed == body, "the echoed body differs");
+        let r = h.http.get(h.url("/probe/hello")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    h.stop().await;
+}
+
 fn futures_stream(
     items: Vec<Result<bytes::Bytes, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
