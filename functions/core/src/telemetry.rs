@@ -26,6 +26,7 @@
 
 mod timestamp;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -210,25 +211,26 @@ fn parse_reading(
     max_ts: i64,
     errors: &mut Vec<FieldError>,
 ) -> Option<Reading> {
-    let base = format!("/readings/{index}");
+    // Pointers are formatted only for errors: a valid batch builds none.
+    let base = || format!("/readings/{index}");
     let Some(fields) = object_fields(raw.get()) else {
-        errors.push(FieldError::new(base, "must be an object"));
+        errors.push(FieldError::new(base(), "must be an object"));
         return None;
     };
     let (mut metric, mut ts, mut value) = (None, None, None);
     for (name, raw) in fields {
-        let slot = match name.as_str() {
+        let slot = match &*name {
             "metric" => &mut metric,
             "ts" => &mut ts,
             "value" => &mut value,
             _ => {
-                errors.push(unknown_field(&base, &name));
+                errors.push(unknown_field(&base(), &name));
                 continue;
             }
         };
         if slot.is_some() {
             errors.push(FieldError::new(
-                format!("{base}/{name}"),
+                format!("{}/{name}", base()),
                 "appears more than once",
             ));
         } else {
@@ -236,11 +238,11 @@ fn parse_reading(
         }
     }
 
-    let metric = required(&base, "metric", metric, errors, parse_metric);
-    let ts_ms = required(&base, "ts", ts, errors, |raw| {
+    let metric = required(index, "metric", metric, errors, parse_metric);
+    let ts_ms = required(index, "ts", ts, errors, |raw| {
         parse_ts(raw, oldest_ms, max_ts)
     });
-    let value = required(&base, "value", value, errors, parse_value);
+    let value = required(index, "value", value, errors, parse_value);
     Some(Reading {
         metric: metric?,
         ts_ms: ts_ms?,
@@ -248,21 +250,22 @@ fn parse_reading(
     })
 }
 
-/// Parses a member that must be present, recording why when it is absent or bad.
+/// Parses a member of reading `index` that must be present, recording why when it is
+/// absent or bad.
 fn required<T>(
-    base: &str,
+    index: usize,
     name: &str,
     raw: Option<&RawValue>,
     errors: &mut Vec<FieldError>,
     parse: impl FnOnce(&RawValue) -> Result<T, String>,
 ) -> Option<T> {
-    let pointer = format!("{base}/{name}");
+    let pointer = || format!("/readings/{index}/{name}");
     let Some(raw) = raw else {
-        errors.push(FieldError::new(pointer, "is required"));
+        errors.push(FieldError::new(pointer(), "is required"));
         return None;
     };
     parse(raw)
-        .map_err(|detail| errors.push(FieldError::new(pointer, detail)))
+        .map_err(|detail| errors.push(FieldError::new(pointer(), detail)))
         .ok()
 }
 
@@ -323,14 +326,46 @@ fn unknown_field(parent: &str, name: &str) -> FieldError {
 }
 
 /// The members of a JSON object in document order, repeats included (a map would
-/// hide them), or `None` if the text is not an object.
-fn object_fields(text: &str) -> Option<Vec<(String, &RawValue)>> {
+/// hide them), or `None` if the text is not an object. Names without escapes are
+/// borrowed from `text`.
+fn object_fields(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
     serde_json::from_str::<ObjectFields<'_>>(text)
         .ok()
         .map(|fields| fields.0)
 }
 
-struct ObjectFields<'a>(Vec<(String, &'a RawValue)>);
+struct ObjectFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// A member name: borrowed when the JSON string has no escapes, else unescaped.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v)))
+            }
+        }
+
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
 
 impl<'de> Deserialize<'de> for ObjectFields<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -345,8 +380,8 @@ impl<'de> Deserialize<'de> for ObjectFields<'de> {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut fields = Vec::new();
-                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
-                    fields.push(entry);
+                while let Some((name, raw)) = map.next_entry::<Name<'de>, &'de RawValue>()? {
+                    fields.push((name.0, raw));
                 }
                 Ok(ObjectFields(fields))
             }
@@ -426,6 +461,35 @@ mod tests {
                 ],
                 duplicates: 0,
             }
+        );
+    }
+
+    #[test]
+    fn member_names_are_compared_after_unescaping() {
+        // `\u0069` is `i`: the same member as `metric`, as JSON defines it.
+        let batch = parse_text(
+            r#"{"re\u0061dings": [{"metr\u0069c": "t", "ts": 1795255200000, "v\u0061lue": 1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(batch.readings.len(), 1);
+        assert_eq!(batch.readings[0].metric, metric("t"));
+        // An escaped unknown name is reported by its unescaped text, `~` and `/` escaped
+        // as RFC 6901 pointers are.
+        assert_eq!(
+            pointers(parse_text(
+                r#"{"readings": [{"metric": "t", "ts": 1795255200000, "value": 1, "a\/b": 2}]}"#
+            )),
+            vec!["/readings/0/a~1b".to_owned()]
+        );
+        // The same member twice, once escaped.
+        assert_eq!(
+            field_errors(parse_text(
+                r#"{"readings": [{"metric": "t", "m\u0065tric": "u", "ts": 1795255200000, "value": 1}]}"#
+            )),
+            vec![(
+                "/readings/0/metric".to_owned(),
+                "appears more than once".to_owned()
+            )]
         );
     }
 
