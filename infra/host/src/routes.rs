@@ -4,7 +4,8 @@
 //! Also builds the `spin-*` request headers components rely on (spin-sdk's Router
 //! reads `spin-path-info`).
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use http::{HeaderName, HeaderValue};
 
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -17,6 +18,10 @@ struct Route {
     raw: String,
     pattern: Pattern,
     component: String,
+    /// `spin-matched-route` and `spin-raw-component-route`, made once.
+    raw_header: HeaderValue,
+    /// `spin-component-route`, made once.
+    component_route_header: HeaderValue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +41,8 @@ pub struct RouteMatch {
     pub component_route: String,
     /// The rest of the path after the component route: `spin-path-info`.
     pub path_info: String,
+    raw_header: HeaderValue,
+    component_route_header: HeaderValue,
 }
 
 impl Router {
@@ -50,7 +57,16 @@ impl Router {
                     dup.component
                 );
             }
+            let component_route = match &pattern {
+                Pattern::Exact(p) | Pattern::Wildcard(p) => p.as_str(),
+            };
+            let header = |value: &str| {
+                HeaderValue::from_str(value)
+                    .with_context(|| format!("route {raw:?} cannot be sent in a spin-* header"))
+            };
             out.push(Route {
+                raw_header: header(raw)?,
+                component_route_header: header(component_route)?,
                 raw: raw.to_string(),
                 pattern,
                 component: component.to_string(),
@@ -81,6 +97,8 @@ impl Router {
                 raw_route: r.raw.clone(),
                 component_route,
                 path_info,
+                raw_header: r.raw_header.clone(),
+                component_route_header: r.component_route_header.clone(),
             })
         })
     }
@@ -113,22 +131,45 @@ fn parse(raw: &str) -> anyhow::Result<Pattern> {
     })
 }
 
+/// The names of the `spin-*` headers, checked at compile time (a name made from a
+/// string at run time is parsed on every request).
+pub mod spin_header {
+    use http::HeaderName;
+
+    pub const FULL_URL: HeaderName = HeaderName::from_static("spin-full-url");
+    pub const PATH_INFO: HeaderName = HeaderName::from_static("spin-path-info");
+    pub const MATCHED_ROUTE: HeaderName = HeaderName::from_static("spin-matched-route");
+    pub const BASE_PATH: HeaderName = HeaderName::from_static("spin-base-path");
+    pub const RAW_COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-raw-component-route");
+    pub const COMPONENT_ROUTE: HeaderName = HeaderName::from_static("spin-component-route");
+    pub const CLIENT_ADDR: HeaderName = HeaderName::from_static("spin-client-addr");
+}
+
 /// The `spin-*` headers for one request. Clients cannot set these: the server strips
-/// any incoming `spin-*` header before adding its own.
+/// any incoming `spin-*` header before adding its own. A value that cannot be a header
+/// (a path with bytes a header may not carry) is left out, as before.
 pub fn spin_headers(
     m: &RouteMatch,
     full_url: &str,
     client_addr: std::net::SocketAddr,
-) -> [(&'static str, String); 7] {
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+    let full_url = HeaderValue::from_str(full_url).ok();
+    let path_info = HeaderValue::from_str(&m.path_info).ok();
+    let client_addr = HeaderValue::from_str(&client_addr.to_string()).ok();
     [
-        ("spin-full-url", full_url.to_string()),
-        ("spin-path-info", m.path_info.clone()),
-        ("spin-matched-route", m.raw_route.clone()),
-        ("spin-base-path", "/".to_string()),
-        ("spin-raw-component-route", m.raw_route.clone()),
-        ("spin-component-route", m.component_route.clone()),
-        ("spin-client-addr", client_addr.to_string()),
+        (spin_header::FULL_URL, full_url),
+        (spin_header::PATH_INFO, path_info),
+        (spin_header::MATCHED_ROUTE, Some(m.raw_header.clone())),
+        (spin_header::BASE_PATH, Some(HeaderValue::from_static("/"))),
+        (spin_header::RAW_COMPONENT_ROUTE, Some(m.raw_header.clone())),
+        (
+            spin_header::COMPONENT_ROUTE,
+            Some(m.component_route_header.clone()),
+        ),
+        (spin_header::CLIENT_ADDR, client_addr),
     ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name, value?)))
 }
 
 #[cfg(test)]

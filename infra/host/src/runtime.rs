@@ -376,19 +376,25 @@ impl App {
                 .map(|p| p.as_str())
                 .unwrap_or("/")
         );
-        let incoming: Vec<_> = parts
+        // A client's own `spin-*` headers never reach the component (and there
+        // usually are none: look before allocating).
+        if parts
             .headers
             .keys()
-            .filter(|k| k.as_str().starts_with("spin-"))
-            .cloned()
-            .collect();
-        for k in incoming {
-            parts.headers.remove(k);
-        }
-        for (k, v) in spin_headers(&m, &full_url, client_addr) {
-            if let Ok(v) = http::HeaderValue::from_str(&v) {
-                parts.headers.insert(k, v);
+            .any(|k| k.as_str().starts_with("spin-"))
+        {
+            let incoming: Vec<_> = parts
+                .headers
+                .keys()
+                .filter(|k| k.as_str().starts_with("spin-"))
+                .cloned()
+                .collect();
+            for k in incoming {
+                parts.headers.remove(k);
             }
+        }
+        for (name, value) in spin_headers(&m, &full_url, client_addr) {
+            parts.headers.insert(name, value);
         }
         let body = Full::new(body)
             .map_err(|e: std::convert::Infallible| -> wasmtime_wasi_http::Error { match e {} });
