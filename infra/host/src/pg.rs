@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -41,8 +41,43 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The pools this host keeps, keyed by the address components open.
 pub struct PgPools {
-    pools: Mutex<HashMap<String, Pool>>,
+    pools: Mutex<HashMap<String, Database>>,
     max_per_database: usize,
+}
+
+/// One address components open: its pool, and the hosts it names, parsed once (every
+/// request opens its connection by address, and parsing the URL each time was a
+/// tenth of what `open` cost).
+#[derive(Clone)]
+struct Database {
+    pool: Pool,
+    hosts: Arc<[PgHost]>,
+}
+
+/// A server an address names, as `allowed_outbound_hosts` is checked against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PgHost {
+    Tcp { name: String, port: u16 },
+    Unix(std::path::PathBuf),
+}
+
+impl PgHost {
+    fn all(config: &tokio_postgres::Config) -> Vec<PgHost> {
+        let ports = config.get_ports();
+        config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| match host {
+                tokio_postgres::config::Host::Tcp(name) => PgHost::Tcp {
+                    name: name.clone(),
+                    port: ports.get(i).or(ports.first()).copied().unwrap_or(5432),
+                },
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => PgHost::Unix(path.clone()),
+            })
+            .collect()
+    }
 }
 
 impl PgPools {
@@ -53,15 +88,18 @@ impl PgPools {
         }
     }
 
-    fn pool(&self, address: &str, config: tokio_postgres::Config) -> Result<Pool, Error> {
+    /// The database at `address`: from the registry, or parsed and registered.
+    fn database(&self, address: &str) -> Result<Database, Error> {
         let mut pools = self
             .pools
             .lock()
             .map_err(|_| Error::Other("pool registry poisoned".into()))?;
-        if let Some(p) = pools.get(address) {
-            return Ok(p.clone());
+        if let Some(database) = pools.get(address) {
+            return Ok(database.clone());
         }
-        let mut config = config;
+        let mut config = tokio_postgres::Config::from_str(address)
+            .map_err(|e| Error::ConnectionFailed(format!("invalid address: {e}")))?;
+        let hosts: Arc<[PgHost]> = PgHost::all(&config).into();
         config.connect_timeout(CONNECT_TIMEOUT);
         let manager = Manager::from_config(
             config,
@@ -78,15 +116,15 @@ impl PgPools {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| Error::Other(format!("cannot build a pool: {e}")))?;
-        pools.insert(address.to_string(), pool.clone());
-        Ok(pool)
+        let database = Database { pool, hosts };
+        pools.insert(address.to_string(), database.clone());
+        Ok(database)
     }
 
     /// `SELECT 1` through the pool: the host's health check.
     pub async fn ping(&self, address: &str) -> Result<(), String> {
-        let config = tokio_postgres::Config::from_str(address).map_err(|e| e.to_string())?;
-        let pool = self.pool(address, config).map_err(|e| format!("{e:?}"))?;
-        let client = pool.get().await.map_err(|e| e.to_string())?;
+        let database = self.database(address).map_err(|e| format!("{e:?}"))?;
+        let client = database.pool.get().await.map_err(|e| e.to_string())?;
         client
             .simple_query("SELECT 1")
             .await
@@ -143,21 +181,14 @@ impl postgres::HostConnection for HostState {
         &mut self,
         address: String,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
-        let config = match tokio_postgres::Config::from_str(&address) {
-            Ok(c) => c,
-            Err(e) => {
-                return Ok(Err(Error::ConnectionFailed(format!(
-                    "invalid address: {e}"
-                ))));
-            }
-        };
-        if let Err(denied) = self.check_pg_hosts(&config) {
-            return Ok(Err(Error::ConnectionFailed(denied)));
-        }
-        let pool = match self.services.pg.pool(&address, config) {
-            Ok(p) => p,
+        let database = match self.services.pg.database(&address) {
+            Ok(database) => database,
             Err(e) => return Ok(Err(e)),
         };
+        if let Err(denied) = self.check_pg_hosts(&database.hosts) {
+            return Ok(Err(Error::ConnectionFailed(denied)));
+        }
+        let pool = database.pool;
         let client = match pool.get().await {
             Ok(c) => c,
             Err(e) => {
@@ -200,32 +231,30 @@ impl postgres::HostConnection for HostState {
 }
 
 impl HostState {
-    fn check_pg_hosts(&self, config: &tokio_postgres::Config) -> Result<(), String> {
-        let ports = config.get_ports();
-        for (i, host) in config.get_hosts().iter().enumerate() {
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            let name = match host {
-                tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(p) => {
+    fn check_pg_hosts(&self, hosts: &[PgHost]) -> Result<(), String> {
+        if hosts.is_empty() {
+            return Err("the address names no host".into());
+        }
+        for host in hosts {
+            match host {
+                PgHost::Unix(path) => {
                     return Err(format!(
                         "unix socket {} is not allowed: components reach PostgreSQL over TCP",
-                        p.display()
+                        path.display()
                     ));
                 }
-            };
-            if !self
-                .component
-                .allowed_hosts
-                .allows("postgres", &name, Some(port))
-            {
-                return Err(format!(
-                    "postgres://{name}:{port} is not in this component's allowed_outbound_hosts"
-                ));
+                PgHost::Tcp { name, port } => {
+                    if !self
+                        .component
+                        .allowed_hosts
+                        .allows("postgres", name, Some(*port))
+                    {
+                        return Err(format!(
+                            "postgres://{name}:{port} is not in this component's allowed_outbound_hosts"
+                        ));
+                    }
+                }
             }
-        }
-        if config.get_hosts().is_empty() {
-            return Err("the address names no host".into());
         }
         Ok(())
     }
