@@ -14,6 +14,9 @@ use serde::de::DeserializeOwned;
 pub(crate) struct Compact<'a> {
     pub header: &'a str,
     pub payload: &'a str,
+    pub signature: &'a str,
+    /// `header.payload` as sent: the bytes the signature covers.
+    pub signing_input: &'a str,
 }
 
 /// Splits a compact JWS, or `None` if it does not have exactly three parts.
@@ -21,17 +24,28 @@ pub(crate) fn split(token: &str) -> Option<Compact<'_>> {
     let mut parts = token.split('.');
     let header = parts.next()?;
     let payload = parts.next()?;
-    let _signature = parts.next()?;
+    let signature = parts.next()?;
     if parts.next().is_some() {
         return None;
     }
-    Some(Compact { header, payload })
+    let signing_input = &token[..header.len() + 1 + payload.len()];
+    Some(Compact {
+        header,
+        payload,
+        signature,
+        signing_input,
+    })
 }
 
 /// Decodes one base64url part as JSON.
 pub(crate) fn decode<T: DeserializeOwned>(part: &str) -> Option<T> {
     let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// Decodes one base64url part as bytes (a signature).
+pub(crate) fn decode_raw(part: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(part).ok()
 }
 
 #[derive(Deserialize)]
@@ -54,6 +68,12 @@ mod tests {
 
     #[test]
     fn split_wants_exactly_three_parts() {
+        let parts = split("hh.ppp.s").unwrap();
+        assert_eq!(
+            (parts.header, parts.payload, parts.signature),
+            ("hh", "ppp", "s")
+        );
+        assert_eq!(parts.signing_input, "hh.ppp");
         assert!(split("a.b.c").is_some());
         assert!(split("a.b.").is_some());
         assert!(split("a.b").is_none());
@@ -68,5 +88,19 @@ mod tests {
         assert_eq!(header.alg, "HS256");
         assert!(decode::<Header>("eyJhbGciOiJIUzI1NiJ9==").is_none());
         assert!(decode::<Header>("bm90IGpzb24").is_none());
+    }
+
+    #[test]
+    fn decode_raw_is_strict_base64url() {
+        // 32 zero bytes.
+        let zeros = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(decode_raw(zeros), Some(vec![0; 32]));
+        // Non-zero trailing bits, padding, the standard alphabet: refused.
+        assert_eq!(
+            decode_raw("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"),
+            None
+        );
+        assert_eq!(decode_raw("AA=="), None);
+        assert_eq!(decode_raw("a+b/"), None);
     }
 }
