@@ -31,6 +31,8 @@
 //! and `device_rate_limit` in its `[component.X.variables]` and the `default`
 //! key-value store.
 
+use std::rc::Rc;
+
 use spin_sdk::http::Request;
 use spin_sdk::variables;
 use toaster_core::ids::{DeviceId, TenantId};
@@ -115,9 +117,9 @@ pub fn authenticate(req: &Request, allowed: &[Role]) -> Result<Caller, Problem> 
         };
         // One store handle for both checks.
         let store = open_store();
-        check_not_revoked(store.as_ref(), tenant, device, generation)?;
+        check_not_revoked(store.as_deref(), tenant, device, generation)?;
         count_rate(
-            store.as_ref(),
+            store.as_deref(),
             &RateLimit::from_variable(),
             tenant,
             device,
@@ -182,12 +184,12 @@ fn check_not_revoked(
 /// The device's status and key generation: from the key-value store when fresh, else
 /// from PostgreSQL (and then cached). `None`: no such device.
 pub fn device_state(tenant: &TenantId, device: &DeviceId) -> Result<Option<DeviceState>, Problem> {
-    device_state_in(open_store().as_ref(), tenant, device)
+    device_state_in(open_store().as_deref(), tenant, device)
 }
 
 /// The store, or `None` (logged) when it cannot be opened: the checks then fall back
 /// to PostgreSQL, or let the request through uncounted.
-fn open_store() -> Option<kv::Store> {
+fn open_store() -> Option<Rc<kv::Store>> {
     kv::open()
         .inspect_err(|e| eprintln!("auth: key-value store unavailable: {}", kv::describe(e)))
         .ok()
@@ -331,7 +333,7 @@ pub fn check_rate(
     device: &DeviceId,
     now_secs: u64,
 ) -> Result<(), Problem> {
-    count_rate(open_store().as_ref(), limit, tenant, device, now_secs)
+    count_rate(open_store().as_deref(), limit, tenant, device, now_secs)
 }
 
 fn count_rate(

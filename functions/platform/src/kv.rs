@@ -24,7 +24,9 @@
 //! heavy concurrency of one device (never another's problem), which it may be: it
 //! protects capacity, not security.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -142,9 +144,25 @@ pub struct RateWindow {
     pub count: u32,
 }
 
-/// Opens [`STORE`].
-pub fn open() -> Result<Store, Error> {
-    Store::open(STORE)
+thread_local! {
+    /// The handle [`open`] gave out first. A component instance serves one request,
+    /// so this is one `open` per request however many parts of it use the store
+    /// (a device request's token checks, then its handler): each open and drop is a
+    /// call into the host.
+    static OPENED: RefCell<Option<Rc<Store>>> = const { RefCell::new(None) };
+}
+
+/// Opens [`STORE`], once per instance: later calls share the first handle. A
+/// failure is not remembered, so a later call tries again.
+pub fn open() -> Result<Rc<Store>, Error> {
+    OPENED.with(|opened| {
+        if let Some(store) = opened.borrow().as_ref() {
+            return Ok(store.clone());
+        }
+        let store = Rc::new(Store::open(STORE)?);
+        *opened.borrow_mut() = Some(store.clone());
+        Ok(store)
+    })
 }
 
 /// Reads a JSON value. A value that does not parse (written by an older version, or
