@@ -348,34 +348,37 @@ impl App {
         client_addr: SocketAddr,
         scheme: Scheme,
     ) -> (http::Response<HyperOutgoingBody>, Option<String>) {
-        let path = parts.uri.path().to_string();
-        let Some(m) = self.router.route(&path) else {
-            return (problem::not_found(&path), None);
+        let Some(m) = self.router.route(parts.uri.path()) else {
+            return (problem::not_found(parts.uri.path()), None);
         };
         let Some(component) = self.components.get(&m.component) else {
-            return (problem::not_found(&path), None);
+            return (problem::not_found(parts.uri.path()), None);
         };
         let id = Some(m.component.clone());
         let mut parts = parts;
-        let host = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost")
-            .to_string();
         let scheme_str = if matches!(scheme, Scheme::Https) {
             "https"
         } else {
             "http"
         };
-        let full_url = format!(
-            "{scheme_str}://{host}{}",
-            parts
+        let full_url = {
+            let host = parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let path_and_query = parts
                 .uri
                 .path_and_query()
                 .map(|p| p.as_str())
-                .unwrap_or("/")
-        );
+                .unwrap_or("/");
+            let mut url =
+                String::with_capacity(scheme_str.len() + 3 + host.len() + path_and_query.len());
+            for part in [scheme_str, "://", host, path_and_query] {
+                url.push_str(part);
+            }
+            url
+        };
         // A client's own `spin-*` headers never reach the component (and there
         // usually are none: look before allocating).
         if parts
@@ -393,6 +396,8 @@ impl App {
                 parts.headers.remove(k);
             }
         }
+        // Room for the seven at once, rather than the map growing while they go in.
+        parts.headers.reserve(7);
         for (name, value) in spin_headers(&m, &full_url, client_addr) {
             parts.headers.insert(name, value);
         }

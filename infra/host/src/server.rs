@@ -160,17 +160,20 @@ async fn handle(
     scheme: Scheme,
 ) -> http::Response<HyperOutgoingBody> {
     let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // What the access line needs, copied only when the line is written.
+    let logged = tracing::enabled!(target: "toaster::access", tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
     let (resp, component) = route(app, permits, req, client, scheme).await;
-    tracing::info!(
-        target: "toaster::access",
-        %method,
-        path = %path.chars().take(256).collect::<String>(),
-        component = component.as_deref().unwrap_or("-"),
-        status = resp.status().as_u16(),
-        duration_us = started.elapsed().as_micros() as u64,
-    );
+    if let Some((method, path)) = logged {
+        tracing::info!(
+            target: "toaster::access",
+            %method,
+            path = %path.chars().take(256).collect::<String>(),
+            component = component.as_deref().unwrap_or("-"),
+            status = resp.status().as_u16(),
+            duration_us = started.elapsed().as_micros() as u64,
+        );
+    }
     resp
 }
 
