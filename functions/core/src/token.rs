@@ -425,11 +425,9 @@ mod tests {
         }
     }
 
-    /// Signs an arbitrary payload with the real secret, as a bug or an older version
-    /// of the backend might.
-    fn sign_payload(payload: Value) -> String {
-        let key = HS256Key::from_bytes(SECRET.as_bytes());
-        let claims: JWTClaims<Value> = JWTClaims {
+    /// `payload` as jwt-simple claims, nothing added.
+    fn raw_claims(payload: Value) -> JWTClaims<Value> {
+        JWTClaims {
             issued_at: None,
             expires_at: None,
             invalid_before: None,
@@ -439,8 +437,15 @@ mod tests {
             jwt_id: None,
             nonce: None,
             custom: payload,
-        };
-        key.authenticate(claims).unwrap()
+        }
+    }
+
+    /// Signs an arbitrary payload with the real secret, as a bug or an older version
+    /// of the backend might.
+    fn sign_payload(payload: Value) -> String {
+        HS256Key::from_bytes(SECRET.as_bytes())
+            .authenticate(raw_claims(payload))
+            .unwrap()
     }
 
     fn standard_payload() -> Value {
@@ -720,21 +725,10 @@ mod tests {
     #[test]
     fn other_hmac_algorithms_and_altered_signatures_are_refused() {
         use jwt_simple::prelude::HS384Key;
-        let claims = JWTClaims {
-            issued_at: None,
-            expires_at: None,
-            invalid_before: None,
-            issuer: None,
-            subject: None,
-            audiences: None,
-            jwt_id: None,
-            nonce: None,
-            custom: standard_payload(),
-        };
         // HS384 with the same secret: refused by its header, and by its length when
         // relabelled HS256.
         let hs384 = HS384Key::from_bytes(SECRET.as_bytes())
-            .authenticate(claims)
+            .authenticate(raw_claims(standard_payload()))
             .unwrap();
         assert_eq!(
             rejected(signer().verify_at(&hs384, NOW)),
