@@ -35,14 +35,24 @@ enum Pattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteMatch {
     pub component: String,
-    /// The route as written in the manifest: `spin-matched-route`, `spin-raw-component-route`.
-    pub raw_route: String,
-    /// The route without its wildcard: `spin-component-route`.
-    pub component_route: String,
     /// The rest of the path after the component route: `spin-path-info`.
     pub path_info: String,
     raw_header: HeaderValue,
     component_route_header: HeaderValue,
+}
+
+impl RouteMatch {
+    /// The route as written in the manifest: `spin-matched-route`,
+    /// `spin-raw-component-route`.
+    pub fn raw_route(&self) -> &str {
+        // Made from a `&str` by `Router::new`, so always valid UTF-8.
+        self.raw_header.to_str().unwrap_or_default()
+    }
+
+    /// The route without its wildcard: `spin-component-route`.
+    pub fn component_route(&self) -> &str {
+        self.component_route_header.to_str().unwrap_or_default()
+    }
 }
 
 impl Router {
@@ -81,21 +91,19 @@ impl Router {
 
     pub fn route(&self, path: &str) -> Option<RouteMatch> {
         self.routes.iter().find_map(|r| {
-            let (component_route, path_info) = match &r.pattern {
-                Pattern::Exact(p) if p == path => (p.clone(), String::new()),
+            let path_info = match &r.pattern {
+                Pattern::Exact(p) if p == path => String::new(),
                 Pattern::Exact(_) => return None,
                 Pattern::Wildcard(prefix) => {
                     let rest = path.strip_prefix(prefix.as_str())?;
                     if !(rest.is_empty() || rest.starts_with('/')) {
                         return None;
                     }
-                    (prefix.clone(), rest.to_string())
+                    rest.to_string()
                 }
             };
             Some(RouteMatch {
                 component: r.component.clone(),
-                raw_route: r.raw.clone(),
-                component_route,
                 path_info,
                 raw_header: r.raw_header.clone(),
                 component_route_header: r.component_route_header.clone(),
@@ -215,8 +223,8 @@ mod tests {
         let r = router();
         let m = r.route("/api/devices/7/keys").unwrap();
         assert_eq!(m.path_info, "/7/keys");
-        assert_eq!(m.component_route, "/api/devices");
-        assert_eq!(m.raw_route, "/api/devices/...");
+        assert_eq!(m.component_route(), "/api/devices");
+        assert_eq!(m.raw_route(), "/api/devices/...");
         assert_eq!(r.route("/api/devices").unwrap().path_info, "");
         assert_eq!(r.route("/exact").unwrap().path_info, "");
         assert_eq!(r.route("/x/y").unwrap().path_info, "/x/y");
