@@ -46,8 +46,8 @@ pub struct PgPools {
 }
 
 /// One address components open: its pool, and the hosts it names, parsed once (every
-/// request opens its connection by address, and parsing the URL each time was a
-/// tenth of what `open` cost).
+/// request opens its connection by address, and parsing the URL each time was about a
+/// quarter of what `open` cost in a profile of one-reading ingest).
 #[derive(Clone)]
 struct Database {
     pool: Pool,

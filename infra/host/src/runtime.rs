@@ -517,7 +517,7 @@ impl App {
                 // The guest is done and its store gone, so the answer is complete (or
                 // will never come): take it in this poll. Waiting for the wake-up the
                 // guest's last write sent cost a trivial request a turn of the
-                // scheduler (1-connection p50 38 -> 31 µs, `toaster bench --scenario
+                // scheduler (1-connection p50 38 -> 30 µs, `toaster bench --scenario
                 // host`).
                 if answered.is_none()
                     && let Poll::Ready(answer) = front.as_mut().poll(cx)
