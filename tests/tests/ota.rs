@@ -999,11 +999,15 @@ async fn bad_input_is_refused_with_4xx() {
     let firmware = api.firmware(&admin, "t1000", "1.1.0").await;
 
     let good = json!({"model": "t1000", "version": "2.0.0", "url": "https://x.example/a.bin", "sha256": SHA, "size": 10});
-    let edits: [(&str, Value, &str); 10] = [
+    let edits: [(&str, Value, &str); 13] = [
         ("version", json!("v2.0.0"), "/version"),
         ("version", json!("2.0"), "/version"),
         ("version", json!(2), "/version"),
         ("url", json!("http://x.example/a.bin"), "/url"),
+        // Credentials would go to every device; the others no device could fetch.
+        ("url", json!("https://user:pw@x.example/a.bin"), "/url"),
+        ("url", json!("https://x.example/a\"b|c\\d"), "/url"),
+        ("url", json!("https://[2001:db8::1/a.bin"), "/url"),
         ("sha256", json!("ABC"), "/sha256"),
         ("size", json!(0), "/size"),
         ("size", json!(-1), "/size"),

@@ -48,7 +48,9 @@ pub enum OtaError {
         "must be a version requirement such as \">=1.2.0, <1.4.0\", \"^1.3\" or \"*\", at most {max} characters"
     )]
     Range { max: usize },
-    #[error("must be an https:// URL of at most {max} printable ASCII characters")]
+    #[error(
+        "must be an absolute https:// URL with a host and no user name or password, written in URI characters (RFC 3986: percent-encode anything else), at most {max} characters"
+    )]
     Url { max: usize },
     #[error("must be 64 lowercase hexadecimal digits (SHA-256)")]
     Sha256,
@@ -172,7 +174,11 @@ pub fn is_offerable(
 // ---------------------------------------------------------------------------------
 // Firmware fields
 
-/// Where a device downloads firmware: `https://`, printable ASCII, no spaces.
+/// Where a device downloads firmware: an absolute `https` URL (RFC 3986) with a host,
+/// in URI characters only (anything else percent-encoded), without a user name or
+/// password. Every device of a rollout fetches it as given, so a URL a device's HTTP
+/// client could not parse is refused here, not found out by a fleet whose every
+/// download fails; and credentials in it would go to every device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirmwareUrl(String);
 
@@ -180,11 +186,7 @@ impl FirmwareUrl {
     pub const MAX_LEN: usize = 2048;
 
     pub fn parse(input: &str) -> Result<Self, OtaError> {
-        let ok = input.len() <= Self::MAX_LEN
-            && input.len() > "https://".len()
-            && input.starts_with("https://")
-            && input.bytes().all(|b| b.is_ascii_graphic());
-        if ok {
+        if input.len() <= Self::MAX_LEN && is_https_url(input) {
             Ok(Self(input.to_owned()))
         } else {
             Err(OtaError::Url { max: Self::MAX_LEN })
@@ -194,6 +196,80 @@ impl FirmwareUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `https://` authority [path] [`?` query] [`#` fragment], as RFC 3986 writes them.
+fn is_https_url(input: &str) -> bool {
+    let Some(rest) = input.strip_prefix("https://") else {
+        return false;
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let (path_and_query, fragment) = match tail.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (tail, None),
+    };
+    // pchar, `/` and `?`: what a path, a query and a fragment are made of.
+    let tail_char = |b: u8| is_unreserved(b) || is_sub_delim(b) || b":@/?".contains(&b);
+    is_authority(authority)
+        && is_escaped(path_and_query, tail_char)
+        && fragment.is_none_or(|f| is_escaped(f, tail_char))
+}
+
+/// A host (a name, or an IPv6 address in brackets) and an optional port; no user info.
+fn is_authority(authority: &str) -> bool {
+    let (host_ok, after_host) = match authority.strip_prefix('[') {
+        Some(literal) => match literal.split_once(']') {
+            Some((address, after)) => (address.parse::<std::net::Ipv6Addr>().is_ok(), after),
+            None => return false,
+        },
+        None => {
+            let (name, after) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+            (
+                !name.is_empty() && is_escaped(name, |b| is_unreserved(b) || is_sub_delim(b)),
+                after,
+            )
+        }
+    };
+    let port_ok = match after_host.strip_prefix(':') {
+        None => after_host.is_empty(),
+        Some(port) => {
+            port.len() <= 5
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u32>().is_ok_and(|p| (1..=65_535).contains(&p))
+        }
+    };
+    host_ok && port_ok
+}
+
+/// Whether `text` is `allowed` characters and well-formed `%XX` escapes only.
+fn is_escaped(text: &str, allowed: impl Fn(u8) -> bool) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |at: usize| bytes.get(at).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else if allowed(bytes[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
 }
 
 /// A SHA-256 digest as 64 lowercase hex digits.
@@ -921,14 +997,61 @@ mod tests {
 
     #[test]
     fn firmware_fields_are_checked() {
-        assert!(FirmwareUrl::parse("https://cdn.example.com/fw/t1000-1.4.0.bin").is_ok());
+        for good in [
+            "https://cdn.example.com/fw/t1000-1.4.0.bin",
+            "https://cdn.example.com",
+            "https://cdn.example.com:8443/fw/a%20b.bin?sig=abc%2F&expires=1#part",
+            "https://[2001:db8::1]/fw.bin",
+            "https://[2001:db8::1]:443",
+            "https://[::ffff:192.0.2.7]/fw.bin",
+            "https://192.0.2.7/fw.bin",
+            "https://bucket.s3.amazonaws.com/k?X-Amz-Signature=ab&X-Amz-Date=20261206T000000Z",
+            "https://host/a:b@c/(x)!$&'*+,;=~",
+        ] {
+            assert!(FirmwareUrl::parse(good).is_ok(), "{good:?}");
+        }
+        let long = format!("https://x.example/{}", "a".repeat(FirmwareUrl::MAX_LEN));
         for bad in [
             "",
             "https://",
+            "https:///fw.bin",
+            "https://:443/fw.bin",
             "http://cdn.example.com/x",
+            "HTTPS://cdn.example.com/x",
             "https://a b",
             "ftp://x",
             "https://é",
+            "https://cdn.example.com/é.bin",
+            // User info: credentials would go to every device.
+            "https://user:secret@cdn.example.com/fw.bin",
+            "https://user@cdn.example.com/fw.bin",
+            // Not URI characters, or a broken escape.
+            "https://cdn.example.com/a\"b",
+            "https://cdn.example.com/a\\b",
+            "https://cdn.example.com/a|b",
+            "https://cdn.example.com/a^b",
+            "https://cdn.example.com/a<b>",
+            "https://cdn.example.com/a{b}",
+            "https://cdn.example.com/a`b",
+            "https://cdn.example.com/a[0]",
+            "https://cdn.example.com/a%2",
+            "https://cdn.example.com/a%zz",
+            "https://cdn.example.com/a#b#c",
+            // Hosts and ports.
+            "https://[2001:db8::1/fw.bin",
+            "https://[]/fw.bin",
+            "https://[2001:db8::1]x/fw.bin",
+            "https://[fe80::1%25eth0]/fw.bin",
+            "https://[E10F3F:7E91CD3b:]/fw.bin",
+            "https://[192.0.2.7]/fw.bin",
+            "https://[v1.fe80::1]/fw.bin",
+            "https://cdn.example.com:/fw.bin",
+            "https://cdn.example.com:0/fw.bin",
+            "https://cdn.example.com:65536/fw.bin",
+            "https://cdn.example.com:44a/fw.bin",
+            "https://cdn.example.com:443:443/fw.bin",
+            "https://e@fG\"G0|kC@00\\NGIL(>\\[^5c0=g8%^kv",
+            long.as_str(),
         ] {
             assert!(FirmwareUrl::parse(bad).is_err(), "{bad:?}");
         }
