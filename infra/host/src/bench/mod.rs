@@ -101,6 +101,18 @@ pub async fn load_with(
     duration: Duration,
     make: RequestFactory,
 ) -> anyhow::Result<Measurement> {
+    load_expecting(target, connections, duration, make, |s| s.is_success()).await
+}
+
+/// [`load_with`], counting as requests the answers whose status `expected` accepts
+/// (for a point that measures an error answer on purpose) and the rest as errors.
+pub async fn load_expecting(
+    target: Endpoint,
+    connections: usize,
+    duration: Duration,
+    make: RequestFactory,
+    expected: fn(http::StatusCode) -> bool,
+) -> anyhow::Result<Measurement> {
     anyhow::ensure!(
         target.addr.ip().is_loopback(),
         "load goes to 127.0.0.1 only"
@@ -126,8 +138,8 @@ pub async fn load_with(
                 let t = Instant::now();
                 match sender.send_request(req).await {
                     Ok(resp) => {
-                        let ok = resp.status().is_success();
                         let status = resp.status();
+                        let ok = expected(status);
                         let body = resp.into_body().collect().await;
                         if ok {
                             latencies.push(t.elapsed().as_micros() as u64);
@@ -352,14 +364,25 @@ pub fn machine() -> String {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
         .unwrap_or_else(|| "?".into());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    // The first processor's fields: a model name such as "Intel(R) Xeon(R) Processor"
+    // names a whole family of machines, so the family, model and clock go with it.
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut cpu = field("model name").unwrap_or_else(|| "?".into());
+    if let (Some(family), Some(model)) = (field("cpu family"), field("model")) {
+        cpu.push_str(&format!(", family {family} model {model}"));
+    }
+    if let Some(mhz) = field("cpu MHz").and_then(|m| m.parse::<f64>().ok()) {
+        cpu.push_str(&format!(", {mhz:.0} MHz"));
+    }
     format!("{cores} cores ({cpu}), {mem} memory")
 }
 
@@ -479,7 +502,8 @@ pub async fn command(args: BenchArgs) -> anyhow::Result<()> {
     } = sections?;
     let command = command_line(&args, &scenarios);
     let preamble = format!(
-        "Machine: {}, {pg_version} on the same machine. Command: `{command}`. Load generator: this process, keep-alive HTTP/1.1 to 127.0.0.1; each server under test (toaster host or native baseline) in a child process of its own (`toaster bench-serve`).",
+        "Run on {} (UTC). Machine: {}, {pg_version} on the same machine. Command: `{command}`. Load generator: this process, keep-alive HTTP/1.1 to 127.0.0.1; each server under test (toaster host or native baseline) in a child process of its own (`toaster bench-serve`).",
+        chrono::Utc::now().format("%Y-%m-%d"),
         machine()
     );
     let total = started.elapsed().as_secs_f64();
