@@ -78,19 +78,18 @@ pub async fn load(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Measurement> {
+    load_with(target, connections, duration, get(path)).await
+}
+
+/// Every request a plain `GET path`.
+pub fn get(path: &str) -> RequestFactory {
     let path = path.to_string();
-    load_with(
-        target,
-        connections,
-        duration,
-        Arc::new(move |_, _| {
-            http::Request::get(&path)
-                .header(http::header::HOST, "127.0.0.1")
-                .body(Full::new(Bytes::new()))
-                .expect("request")
-        }),
-    )
-    .await
+    Arc::new(move |_, _| {
+        http::Request::get(&path)
+            .header(http::header::HOST, "127.0.0.1")
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    })
 }
 
 /// Sends the requests `make` builds over `connections` keep-alive connections for

@@ -136,12 +136,7 @@ pub async fn ota_check(
         app.endpoint(),
         CONNECTIONS,
         duration,
-        Arc::new(|_, _| {
-            http::Request::get(FLOOR_PATH)
-                .header(http::header::HOST, "127.0.0.1")
-                .body(Full::new(Bytes::new()))
-                .expect("request")
-        }),
+        super::get(FLOOR_PATH),
         |status| status == http::StatusCode::NOT_FOUND,
     )
     .await?;
