@@ -11,7 +11,10 @@
 //!
 //! Scenario `host`: the trivial `hello` component served by the toaster host
 //! against a native hyper server answering the same `hello\n`, at 1, 16 and 64
-//! keep-alive connections: requests/s and p50/p99 latency. The other scenarios
+//! keep-alive connections: requests/s, p50/p99 latency and each server's CPU per
+//! request, then the host's own work per request without the network
+//! ([`host_work_per_request`]), which tells the host's cost apart from what loopback
+//! TCP and waking the generator cost on the machine at hand. The other scenarios
 //! serve the workspace's app against a scratch database (`app`, `ota`,
 //! `aggregate`), and `soak` holds a fixed rate for a while, sampling memory and
 //! latency over time.
@@ -290,6 +293,111 @@ pub struct HostScenario {
     pub rows: Vec<(Measurement, Measurement)>,
     pub native_peak: Option<u64>,
     pub toaster_peak: Option<u64>,
+    /// CPU µs per request of the host's own work without the network
+    /// ([`host_work_per_request`]).
+    pub host_work_us: f64,
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: clock_gettime only writes the struct it is given.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// The host's own work for one request, without the network: `App::handle` for
+/// `GET /` on `hello`, called in a loop on one thread of this process for
+/// `duration`. That is everything the host adds to a native server's request
+/// (routing, the `spin-*` headers, a fresh `Store` and instance from the pool, the
+/// guest's call, its response buffered, the `Store` dropped and its memory reset)
+/// and nothing the two share (reading and parsing the request, writing the
+/// response, waking the client). Returns CPU µs per request, measured with the
+/// thread's own CPU clock.
+pub fn host_work_per_request(workspace: &Path, duration: Duration) -> anyhow::Result<f64> {
+    let hello = workspace.join("target/wasm32-wasip2/release/hello.wasm");
+    anyhow::ensure!(
+        hello.exists(),
+        "{} is missing: run scripts/build-wasm",
+        hello.display()
+    );
+    let dir = std::env::temp_dir().join(format!("toaster-bench-work-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let manifest_path = dir.join("spin.toml");
+    std::fs::write(
+        &manifest_path,
+        HELLO_APP.replace("{hello}", &hello.display().to_string()),
+    )?;
+    let cache = workspace.join("target/toaster-bench-cache");
+    let result = std::thread::scope(|scope| {
+        // Named, so that a profile of the bench process can pick its samples out.
+        std::thread::Builder::new()
+            .name("host-work".into())
+            .spawn_scoped(scope, || -> anyhow::Result<f64> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let limits = crate::Limits::default();
+                    let runtime = crate::Runtime::new(&limits, Some(cache))?;
+                    let manifest = crate::manifest::Manifest::load(&manifest_path)?;
+                    let vars = crate::variables::Variables::resolve(
+                        &manifest.variables,
+                        &Default::default(),
+                        |_| None,
+                    )?;
+                    let kv = crate::kv::KvStores::configure(
+                        [],
+                        &dir.join("state"),
+                        &Default::default(),
+                    )?;
+                    let app = crate::App::load(&runtime, &manifest, &vars, kv, limits)?;
+                    let client: SocketAddr = "127.0.0.1:40000".parse()?;
+                    let one = || async {
+                        let (parts, ()) = http::Request::get("/")
+                            .header(http::header::HOST, "127.0.0.1")
+                            .body(())?
+                            .into_parts();
+                        let (resp, _) = app
+                            .handle(
+                                parts,
+                                Bytes::new(),
+                                client,
+                                wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
+                            )
+                            .await;
+                        anyhow::ensure!(resp.status() == 200, "hello answered {}", resp.status());
+                        let body = resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(|e| anyhow::anyhow!("hello's body failed: {e:?}"))?
+                            .to_bytes();
+                        anyhow::ensure!(body.as_ref() == b"hello\n", "hello answered {body:?}");
+                        Ok(())
+                    };
+                    // Warm: pool slots, caches, the allocator.
+                    for _ in 0..2000 {
+                        one().await?;
+                    }
+                    let (cpu0, wall0) = (thread_cpu(), Instant::now());
+                    let mut n = 0u64;
+                    while wall0.elapsed() < duration {
+                        for _ in 0..100 {
+                            one().await?;
+                        }
+                        n += 100;
+                    }
+                    Ok((thread_cpu() - cpu0).as_secs_f64() * 1e6 / n as f64)
+                })
+            })?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the measuring thread panicked"))?
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// Runs scenario `host`: returns (native, toaster) per connection count.
@@ -308,20 +416,27 @@ pub async fn host_scenario(workspace: &Path, duration: Duration) -> anyhow::Resu
     }
     let native_peak = native.stop().await?;
     let toaster_peak = host.stop().await?;
+    // Measured after the servers stopped, with the machine otherwise idle.
+    let workspace = workspace.to_path_buf();
+    let host_work_us =
+        tokio::task::spawn_blocking(move || host_work_per_request(&workspace, duration))
+            .await
+            .context("the host-work measurement")??;
     Ok(HostScenario {
         rows,
         native_peak,
         toaster_peak,
+        host_work_us,
     })
 }
 
 pub fn host_table(s: &HostScenario) -> String {
     let mut out = String::from(
-        "| connections | native req/s | toaster req/s | ratio | native p50 | toaster p50 | added p50 | native p99 | toaster p99 | native CPU % gen / server / other | toaster CPU % gen / server / other |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| connections | native req/s | toaster req/s | ratio | native p50 | toaster p50 | added p50 | native p99 | toaster p99 | native CPU % gen / server / other | toaster CPU % gen / server / other | server CPU per request native / toaster |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (n, t) in &s.rows {
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.2} | {} µs | {} µs | {} µs | {} µs | {} µs | {} | {} |\n",
+            "| {} | {:.0} | {:.0} | {:.2} | {} µs | {} µs | {} µs | {} µs | {} µs | {} | {} | {:.1} / {:.1} µs |\n",
             n.connections,
             n.rps(),
             t.rps(),
@@ -333,8 +448,14 @@ pub fn host_table(s: &HostScenario) -> String {
             t.p99_us,
             n.cpu.cell(),
             t.cpu.cell(),
+            server_us_per_request(n),
+            server_us_per_request(t),
         ));
     }
+    out.push_str(&format!(
+        "\nThe host's own work per request without the network (`App::handle` for the same `GET /` on `hello`, in a loop on one thread of the bench process after both servers stopped: routing, the `spin-*` headers, a fresh Store and instance, the guest's call, the Store dropped): {:.1} µs CPU.\n",
+        s.host_work_us
+    ));
     out.push_str(&format!(
         "\nPeak memory (VmHWM) of the serving process: toaster host {}, native hyper {}.\n",
         peak(s.toaster_peak),
@@ -344,6 +465,14 @@ pub fn host_table(s: &HostScenario) -> String {
         &s.rows.iter().flat_map(|(n, t)| [n, t]).collect::<Vec<_>>(),
     ));
     out
+}
+
+/// CPU the server process spent per request answered, in µs.
+fn server_us_per_request(m: &Measurement) -> f64 {
+    if m.requests == 0 {
+        return 0.0;
+    }
+    m.cpu.server * usage::cores() as f64 * m.seconds * 1e6 / m.requests as f64
 }
 
 fn peak(bytes: Option<u64>) -> String {
