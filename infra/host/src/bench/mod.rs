@@ -249,6 +249,25 @@ component = "hello"
 source = "{hello}"
 "#;
 
+/// A scratch directory `toaster-bench-TAG-PID` holding a manifest that serves the
+/// workspace's built `hello.wasm`: (directory, manifest path).
+fn hello_app(workspace: &Path, tag: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let hello = workspace.join("target/wasm32-wasip2/release/hello.wasm");
+    anyhow::ensure!(
+        hello.exists(),
+        "{} is missing: run scripts/build-wasm",
+        hello.display()
+    );
+    let dir = std::env::temp_dir().join(format!("toaster-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let manifest = dir.join("spin.toml");
+    std::fs::write(
+        &manifest,
+        HELLO_APP.replace("{hello}", &hello.display().to_string()),
+    )?;
+    Ok((dir, manifest))
+}
+
 /// The trivial `hello` component served by a toaster host in its own process.
 pub struct HelloHost {
     pub server: ServerProcess,
@@ -257,19 +276,7 @@ pub struct HelloHost {
 
 impl HelloHost {
     pub async fn start(workspace: &Path, tag: &str) -> anyhow::Result<HelloHost> {
-        let hello = workspace.join("target/wasm32-wasip2/release/hello.wasm");
-        anyhow::ensure!(
-            hello.exists(),
-            "{} is missing: run scripts/build-wasm",
-            hello.display()
-        );
-        let dir = std::env::temp_dir().join(format!("toaster-bench-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let manifest = dir.join("spin.toml");
-        std::fs::write(
-            &manifest,
-            HELLO_APP.replace("{hello}", &hello.display().to_string()),
-        )?;
+        let (dir, manifest) = hello_app(workspace, tag)?;
         let server = ServerProcess::spawn(&ServeSpec::Host {
             manifest,
             variables: Default::default(),
@@ -317,19 +324,7 @@ fn thread_cpu() -> Duration {
 /// response, waking the client). Returns CPU µs per request, measured with the
 /// thread's own CPU clock.
 pub fn host_work_per_request(workspace: &Path, duration: Duration) -> anyhow::Result<f64> {
-    let hello = workspace.join("target/wasm32-wasip2/release/hello.wasm");
-    anyhow::ensure!(
-        hello.exists(),
-        "{} is missing: run scripts/build-wasm",
-        hello.display()
-    );
-    let dir = std::env::temp_dir().join(format!("toaster-bench-work-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let manifest_path = dir.join("spin.toml");
-    std::fs::write(
-        &manifest_path,
-        HELLO_APP.replace("{hello}", &hello.display().to_string()),
-    )?;
+    let (dir, manifest_path) = hello_app(workspace, "work")?;
     let cache = workspace.join("target/toaster-bench-cache");
     let result = std::thread::scope(|scope| {
         // Named, so that a profile of the bench process can pick its samples out.
