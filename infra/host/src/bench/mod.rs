@@ -305,16 +305,6 @@ pub struct HostScenario {
     pub host_work_us: f64,
 }
 
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    // SAFETY: clock_gettime only writes the struct it is given.
-    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 /// The host's own work for one request, without the network: `App::handle` for
 /// `GET /` on `hello`, called in a loop on one thread of this process for
 /// `duration`. That is everything the host adds to a native server's request
@@ -377,7 +367,10 @@ pub fn host_work_per_request(workspace: &Path, duration: Duration) -> anyhow::Re
                     for _ in 0..2000 {
                         one().await?;
                     }
-                    let (cpu0, wall0) = (thread_cpu(), Instant::now());
+                    let thread_cpu = || {
+                        usage::thread_cpu().context("this system cannot tell a thread's CPU time")
+                    };
+                    let (cpu0, wall0) = (thread_cpu()?, Instant::now());
                     let mut n = 0u64;
                     while wall0.elapsed() < duration {
                         for _ in 0..100 {
@@ -385,7 +378,7 @@ pub fn host_work_per_request(workspace: &Path, duration: Duration) -> anyhow::Re
                         }
                         n += 100;
                     }
-                    Ok((thread_cpu() - cpu0).as_secs_f64() * 1e6 / n as f64)
+                    Ok((thread_cpu()?.saturating_sub(cpu0)).as_secs_f64() * 1e6 / n as f64)
                 })
             })?
             .join()
