@@ -25,12 +25,20 @@
 //!
 //! One [`Db`] is one session (the host pools them), so `BEGIN`/`COMMIT` across calls
 //! work; see [`Db::transaction`].
+//!
+//! # Spin compatibility
+//!
+//! Every statement [`Db::query`] / [`Db::try_query`] sends is rewritten so that it never
+//! yields zero rows on the wire, and the rows are given back without the marker: Spin
+//! 4.0.0–4.0.2 never answer a `query` whose statement yields none ([`zero_rows`]).
 
 use spin_sdk::pg4::{Connection, Decode, ParameterValue, PgError, QueryError, RowSet};
 use spin_sdk::variables;
 use toaster_core::problem::Problem;
 
 use crate::respond;
+
+pub mod zero_rows;
 
 /// Seconds a client is told to wait when the database is unreachable.
 pub const RETRY_AFTER_SECS: u32 = 5;
@@ -87,7 +95,9 @@ impl Db {
     // PgError is spin-sdk's; callers match on it, so it is returned unboxed.
     #[allow(clippy::result_large_err)]
     pub fn try_query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, PgError> {
-        self.conn.query(sql, params)
+        self.conn
+            .query(&zero_rows::wrap(sql), params)
+            .map(zero_rows::unwrap)
     }
 
     /// Runs a statement and returns the interface's error as is.
