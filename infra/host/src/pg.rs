@@ -26,7 +26,6 @@ use bytes::BytesMut;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use postgres_types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::NoTls;
 use wasmtime::component::Resource;
 
 use crate::bindings::postgres::{
@@ -103,7 +102,7 @@ impl PgPools {
         config.connect_timeout(CONNECT_TIMEOUT);
         let manager = Manager::from_config(
             config,
-            NoTls,
+            crate::database::tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

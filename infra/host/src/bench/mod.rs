@@ -574,7 +574,7 @@ pub async fn command(args: BenchArgs) -> anyhow::Result<()> {
     let admin_url = match &args.database_url {
         Some(url) => url.clone(),
         None => {
-            let default = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
+            let default = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".to_string();
             if database::ping(&default).await.is_ok() {
                 default
             } else {
