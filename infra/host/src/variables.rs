@@ -5,11 +5,15 @@
 //! A required variable with no value stops the host before it serves anything, so a
 //! misconfiguration never surfaces as a failing request. Component variables are
 //! templates over application variables (`"{{ db_url }}"`), rendered at start too.
+//!
+//! Templates are read as Spin reads them: `{{` opens an expression that the next `}}`
+//! closes, its text (trimmed) must name an application variable, and a `}}` outside
+//! an expression is plain text.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::bindings::variables::{self, Error};
-use crate::manifest::{VariableDecl, is_variable_name};
+use crate::manifest::VariableDecl;
 use crate::state::HostState;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +25,7 @@ pub enum VariablesError {
     Missing(Vec<String>),
     #[error("`{template}` refers to {name:?}, which is not an application variable")]
     Unknown { template: String, name: String },
-    #[error("malformed template `{0}`: expressions look like {{{{ name }}}}")]
+    #[error("malformed template `{0}`: a `{{{{` is not closed by `}}}}`")]
     Malformed(String),
     #[error("--variable {0:?} is not declared in the manifest's [variables]")]
     Undeclared(String),
@@ -88,33 +92,7 @@ impl Variables {
 
     /// Renders a manifest expression such as `postgres://{{ db_host }}`.
     pub fn render(&self, template: &str) -> Result<String, VariablesError> {
-        let mut out = String::with_capacity(template.len());
-        let mut rest = template;
-        while let Some(start) = rest.find("{{") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let end = after
-                .find("}}")
-                .ok_or_else(|| VariablesError::Malformed(template.to_string()))?;
-            let name = after[..end].trim();
-            if !is_variable_name(name) {
-                return Err(VariablesError::Malformed(template.to_string()));
-            }
-            let value = self
-                .values
-                .get(name)
-                .ok_or_else(|| VariablesError::Unknown {
-                    template: template.to_string(),
-                    name: name.to_string(),
-                })?;
-            out.push_str(value);
-            rest = &after[end + 2..];
-        }
-        if rest.contains("}}") {
-            return Err(VariablesError::Malformed(template.to_string()));
-        }
-        out.push_str(rest);
-        Ok(out)
+        render_with(template, |name| self.values.get(name).map(String::as_str))
     }
 
     /// Renders a component's `[component.x.variables]` table.
@@ -129,16 +107,98 @@ impl Variables {
     }
 }
 
+/// One piece of a template: literal text, or the (trimmed) text of a `{{ ... }}`.
+enum Part<'a> {
+    Lit(&'a str),
+    Expr(&'a str),
+}
+
+fn parse_template(template: &str) -> Result<Vec<Part<'_>>, VariablesError> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        if let Some(inner) = rest.strip_prefix("{{") {
+            let (expr, after) = inner
+                .split_once("}}")
+                .ok_or_else(|| VariablesError::Malformed(template.to_string()))?;
+            parts.push(Part::Expr(expr.trim()));
+            rest = after;
+        } else {
+            let end = rest.find("{{").unwrap_or(rest.len());
+            parts.push(Part::Lit(&rest[..end]));
+            rest = &rest[end..];
+        }
+    }
+    Ok(parts)
+}
+
+/// The application variables `template` refers to, in order; an error if it is malformed.
+pub fn template_references(template: &str) -> Result<Vec<&str>, VariablesError> {
+    Ok(parse_template(template)?
+        .into_iter()
+        .filter_map(|p| match p {
+            Part::Expr(name) => Some(name),
+            Part::Lit(_) => None,
+        })
+        .collect())
+}
+
+/// Renders `template`, looking each expression up with `value`.
+pub fn render_with<'v>(
+    template: &str,
+    value: impl Fn(&str) -> Option<&'v str>,
+) -> Result<String, VariablesError> {
+    let mut out = String::with_capacity(template.len());
+    for part in parse_template(template)? {
+        match part {
+            Part::Lit(text) => out.push_str(text),
+            Part::Expr(name) => {
+                out.push_str(value(name).ok_or_else(|| VariablesError::Unknown {
+                    template: template.to_string(),
+                    name: name.to_string(),
+                })?)
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Spin's rule for a name a component asks for (`spin_expressions::Key`): lowercase
+/// ASCII letters, digits and single underscores, starting with a letter and ending
+/// with a letter or digit. The reason, worded as Spin words it, when it is not.
+pub fn check_key(key: &str) -> Result<(), String> {
+    let reason = if key.is_empty() {
+        "must not be empty".to_string()
+    } else if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
+    {
+        format!(
+            "invalid character {c:?}. Variable names may contain only lower-case letters, numbers, and underscores."
+        )
+    } else if !key.starts_with(|c: char| c.is_ascii_lowercase()) {
+        "must start with a lowercase ASCII letter".to_string()
+    } else if !key.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+        "must end with a lowercase ASCII letter or digit".to_string()
+    } else if key.contains("__") {
+        "must not contain multiple consecutive underscores".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(format!("{key:?}: {reason}"))
+}
+
 impl variables::Host for HostState {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, Error>> {
-        if !is_variable_name(&name) {
-            return Ok(Err(Error::InvalidName(format!(
-                "{name:?}: names are lowercase letters, digits and underscores"
-            ))));
+        if let Err(reason) = check_key(&name) {
+            return Ok(Err(Error::InvalidName(reason)));
         }
         Ok(match self.component.variables.get(&name) {
             Some(v) => Ok(v.clone()),
-            None => Err(Error::Undefined(format!("no variable named {name:?}"))),
+            None => Err(Error::Undefined(format!(
+                "no variable for {:?}.{name:?}",
+                self.component.id
+            ))),
         })
     }
 }
@@ -216,10 +276,47 @@ mod tests {
             Err(VariablesError::Malformed(_))
         ));
         assert!(matches!(
-            v.render("x }}"),
+            v.render("{{ host }} {{ key"),
             Err(VariablesError::Malformed(_))
         ));
         let undeclared = BTreeMap::from([("zzz".to_string(), "1".to_string())]);
         assert!(Variables::resolve(&decls(), &undeclared, |_| None).is_err());
+    }
+
+    #[test]
+    fn a_stray_closing_brace_pair_is_text_as_in_spin() {
+        let flags = BTreeMap::from([("key".to_string(), "k".to_string())]);
+        let v = Variables::resolve(&decls(), &flags, |_| None).unwrap();
+        assert_eq!(v.render("x }}").unwrap(), "x }}");
+        assert_eq!(
+            v.render(r#"{"a":{"b":"{{ key }}"}}"#).unwrap(),
+            r#"{"a":{"b":"k"}}"#
+        );
+        assert_eq!(v.render("{{key}}}").unwrap(), "k}");
+        // The expression runs to the first `}}`: `{{ {{ key }}` names "{{ key".
+        assert!(matches!(
+            v.render("{{ {{ key }}"),
+            Err(VariablesError::Unknown { name, .. }) if name == "{{ key"
+        ));
+        assert_eq!(template_references("a{{ x }}b{{y}}").unwrap(), ["x", "y"]);
+    }
+
+    #[test]
+    fn names_components_ask_for_follow_spin_keys() {
+        for ok in ["db_url", "a", "a1", "a_1", "x9_y"] {
+            assert!(check_key(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("DB_URL", "invalid character"),
+            ("a-b", "invalid character"),
+            ("1x", "start"),
+            ("_x", "start"),
+            ("x_", "end"),
+            ("a__b", "consecutive"),
+        ] {
+            let err = check_key(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }
