@@ -5,6 +5,12 @@
 //! server at 127.0.0.1:5432; when neither answers, a throwaway cluster is started
 //! from the installed PostgreSQL binaries under `target/toaster-test-pg` (reused by
 //! later test binaries, stopped by `scripts/test`). Quiet unless `TEST_LOG` is set.
+//!
+//! With `TOASTER_E2E_SPIN=/path/to/spin` in the environment, [`TestApp`] serves the app
+//! with that real Spin binary instead (`spin up` on the same spin.toml and `.wasm`
+//! files, one process per test, its own database as always): `scripts/spin-e2e` runs
+//! the app's end-to-end tests that way. Tests that need the host's internals are
+//! skipped there by name, each with its reason, in that script.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -169,9 +175,19 @@ impl Drop for TestDb {
     }
 }
 
+/// The `spin` binary the app's end-to-end tests run on instead of our host, if any
+/// (`TOASTER_E2E_SPIN`).
+pub fn spin_binary() -> Option<PathBuf> {
+    std::env::var_os("TOASTER_E2E_SPIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
 /// A host serving a manifest written for the test.
 pub struct TestHost {
     pub host: Option<RunningHost>,
+    /// The `spin up` process serving it instead, on Spin ([`spin_binary`]).
+    pub spin: Option<tokio::process::Child>,
     pub base: String,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -233,12 +249,77 @@ impl TestHost {
         let addr = host.addr();
         Ok(TestHost {
             host: Some(host),
+            spin: None,
             base: format!("http://{addr}"),
             addr,
             dir,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()?,
+        })
+    }
+
+    /// Serves `manifest` (as [`TestHost::start`] takes it) with `spin up` from `spin`,
+    /// the variables given in Spin's `SPIN_VARIABLE_*` environment (never on its command
+    /// line). Returns once it answers HTTP; its output goes to `spin.log` in the
+    /// manifest's directory and is printed if it does not come up.
+    pub async fn start_spin(
+        spin: &Path,
+        manifest: &str,
+        variables: &BTreeMap<String, String>,
+    ) -> anyhow::Result<TestHost> {
+        init_logging();
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("spin.toml");
+        std::fs::write(&path, manifest)?;
+        let addr = {
+            // A free port: Spin has no way to report the one it picks.
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?
+        };
+        let log = std::fs::File::create(dir.path().join("spin.log"))?;
+        let mut command = tokio::process::Command::new(spin);
+        command
+            .arg("up")
+            .arg("--from")
+            .arg(&path)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        for (name, value) in variables {
+            command.env(format!("SPIN_VARIABLE_{}", name.to_uppercase()), value);
+        }
+        let mut child = command.spawn()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let base = format!("http://{addr}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(dir.path().join("spin.log"))?;
+                anyhow::bail!("spin up exited ({status}) before serving:\n{log}");
+            }
+            if http.get(format!("{base}/")).send().await.is_ok() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.path().join("spin.log"))?;
+                anyhow::bail!("spin up did not serve {base} within 120 s:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(TestHost {
+            host: None,
+            spin: Some(child),
+            base,
+            addr,
+            dir,
+            http,
         })
     }
 
@@ -249,6 +330,70 @@ impl TestHost {
     pub async fn stop(mut self) {
         if let Some(h) = self.host.take() {
             h.shutdown().await.expect("clean shutdown");
+        }
+        if let Some(mut spin) = self.spin.take() {
+            let _ = spin.kill().await;
+        }
+    }
+
+    /// The app's key-value store as the server keeps it on disk: our host's
+    /// `.toaster/kv.sqlite`, or Spin's default store, `.spin/sqlite_key_value.db`.
+    pub fn kv(&self) -> TestKv {
+        if self.spin.is_some() {
+            TestKv::Spin(self.dir.path().join(".spin/sqlite_key_value.db"))
+        } else {
+            let path = self.dir.path().join(".toaster/kv.sqlite");
+            TestKv::Host(toaster_host::kv::SqliteKv::open(&path).expect("open the key-value store"))
+        }
+    }
+}
+
+/// The server's key-value store, read and changed beside it (see [`TestHost::kv`]).
+pub enum TestKv {
+    /// Our host's store, shared with the host in this process.
+    Host(toaster_host::kv::SqliteKv),
+    /// Spin's default store: a SQLite file Spin reads and writes on every call.
+    Spin(PathBuf),
+}
+
+impl TestKv {
+    pub fn get(&self, store: &str, key: &str) -> Option<Vec<u8>> {
+        match self {
+            TestKv::Host(kv) => kv.get(store, key).expect("key-value get"),
+            TestKv::Spin(path) => {
+                let conn = rusqlite::Connection::open(path).expect("open Spin's store");
+                conn.busy_timeout(Duration::from_secs(5))
+                    .expect("busy timeout");
+                let mut statement = conn
+                    .prepare("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")
+                    .expect("Spin's key-value table");
+                let mut rows = statement.query([store, key]).expect("query");
+                rows.next()
+                    .expect("row")
+                    .map(|row| row.get::<_, Vec<u8>>(0).expect("value"))
+            }
+        }
+    }
+
+    /// The value at `key`, parsed as JSON.
+    pub fn get_json(&self, store: &str, key: &str) -> Option<serde_json::Value> {
+        self.get(store, key)
+            .map(|bytes| serde_json::from_slice(&bytes).expect("a JSON value"))
+    }
+
+    pub fn delete(&self, store: &str, key: &str) {
+        match self {
+            TestKv::Host(kv) => kv.delete(store, key).expect("key-value delete"),
+            TestKv::Spin(path) => {
+                let conn = rusqlite::Connection::open(path).expect("open Spin's store");
+                conn.busy_timeout(Duration::from_secs(5))
+                    .expect("busy timeout");
+                conn.execute(
+                    "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                    [store, key],
+                )
+                .expect("delete");
+            }
         }
     }
 }
@@ -261,6 +406,34 @@ pub fn app_manifest() -> String {
         "source = \"target/",
         &format!("source = \"{}/", target.display()),
     )
+}
+
+/// Serves the app's own manifest with `variables` on the runtime the tests target: our
+/// host, or Spin when [`spin_binary`] names one (where host `limits` cannot be set).
+pub async fn serve_app(
+    variables: BTreeMap<String, String>,
+    limits: Limits,
+) -> anyhow::Result<TestHost> {
+    match spin_binary() {
+        Some(spin) => {
+            anyhow::ensure!(
+                limits == Limits::default(),
+                "host limits cannot be set on Spin: skip this test in scripts/spin-e2e"
+            );
+            TestHost::start_spin(&spin, &app_manifest(), &variables).await
+        }
+        None => {
+            TestHost::start(
+                &app_manifest(),
+                HostOptions {
+                    variables,
+                    limits,
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    }
 }
 
 /// The real application (the workspace's spin.toml and its four components) served
@@ -293,16 +466,7 @@ impl TestApp {
             ),
         ]);
         variables.extend(extra);
-        let host = TestHost::start(
-            &app_manifest(),
-            HostOptions {
-                variables,
-                limits,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("the app starts");
+        let host = serve_app(variables, limits).await.expect("the app starts");
         let signer =
             toaster_core::token::TokenSigner::from_secret(&token_signing_key).expect("signer");
         TestApp {

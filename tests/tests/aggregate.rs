@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::token::{AccessClaims, TokenSigner};
 use toaster_host::Limits;
-use toaster_host::kv::{KvBackend, SqliteKv};
 use toaster_tests::{TestApp, TestDb};
 
 const MINUTE: i64 = 60_000;
@@ -637,9 +636,7 @@ async fn latest_reads_the_cache_first_and_postgresql_on_a_miss() {
     assert_eq!(cached["metrics"], metrics);
     assert!(cached["last_seen"].is_string());
 
-    let path = app.host.dir.path().join(".toaster/kv.sqlite");
-    let store = KvBackend::Sqlite(SqliteKv::open(&path).unwrap());
-    store.delete("default", "last:acme:d1").await.unwrap();
+    app.host.kv().delete("default", "last:acme:d1");
     let (status, fresh) = get(&app, &d1, "/v1/metrics/devices/d1/latest").await;
     assert_eq!(status, 200, "{fresh}");
     assert_eq!(fresh["source"], "database");

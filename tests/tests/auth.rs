@@ -12,7 +12,7 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::SigningKey;
 use serde_json::{Value, json};
 use toaster_host::Limits;
-use toaster_tests::{HostOptions, TestApp, TestHost, app_manifest};
+use toaster_tests::{TestApp, serve_app};
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -528,15 +528,9 @@ async fn a_used_assertion_stays_used_when_the_key_value_store_is_lost() {
             app.manifest_signing_key.clone(),
         ),
     ]);
-    let wiped = TestHost::start(
-        &app_manifest(),
-        HostOptions {
-            variables,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("a second host starts");
+    let wiped = serve_app(variables, Limits::default())
+        .await
+        .expect("a second host starts");
     let exchange = |assertion: String| {
         wiped
             .http

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::token::AccessClaims;
 use toaster_host::backup::{self, BackupError, RestoreOptions};
-use toaster_tests::{HostOptions, TestApp, TestDb, TestHost, app_manifest};
+use toaster_tests::{TestApp, TestDb, TestHost, serve_app};
 
 const HOUR: i64 = 3_600_000;
 const SHA: &str = "5f2c9a0e5f2c9a0e5f2c9a0e5f2c9a0e5f2c9a0e5f2c9a0e5f2c9a0e5f2c9a0e";
@@ -229,15 +229,9 @@ async fn serve(db: &TestDb, app: &TestApp) -> TestHost {
             app.manifest_signing_key.clone(),
         ),
     ]);
-    TestHost::start(
-        &app_manifest(),
-        HostOptions {
-            variables,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("the app starts against the restored database")
+    serve_app(variables, toaster_host::Limits::default())
+        .await
+        .expect("the app starts against the restored database")
 }
 
 /// What the API answers about the fleet, from PostgreSQL.

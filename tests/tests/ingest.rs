@@ -12,10 +12,9 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::token::{AccessClaims, TokenSigner};
-use toaster_host::kv::{KvBackend, SqliteKv};
 use toaster_host::localpg::LocalPostgres;
 use toaster_host::{database, migrate};
-use toaster_tests::{HostOptions, TestApp, TestDb, TestHost, app_manifest, workspace_root};
+use toaster_tests::{TestApp, TestDb, serve_app, workspace_root};
 
 const STORE_BATCH: &str = include_str!("../../functions/ingest/src/store_batch.sql");
 const DAY_MS: i64 = 86_400_000;
@@ -182,13 +181,9 @@ fn pointers(answer: &Answer) -> Vec<String> {
 
 /// The device's `last:{tenant}:{device}` entry in the host's key-value store.
 async fn last_known(app: &TestApp, tenant: &str, device: &str) -> Option<Value> {
-    let path = app.host.dir.path().join(".toaster/kv.sqlite");
-    let store = KvBackend::Sqlite(SqliteKv::open(&path).unwrap());
-    let bytes = store
-        .get("default", &format!("last:{tenant}:{device}"))
-        .await
-        .unwrap();
-    bytes.map(|b| serde_json::from_slice(&b).unwrap())
+    app.host
+        .kv()
+        .get_json("default", &format!("last:{tenant}:{device}"))
 }
 
 #[tokio::test]
@@ -775,20 +770,17 @@ async fn storage_down_is_503_and_a_resend_after_it_returns_is_stored_once() {
 
     let signing_key = toaster_host::keys::new_token_secret();
     let signer = TokenSigner::from_secret(&signing_key).unwrap();
-    let host = TestHost::start(
-        &app_manifest(),
-        HostOptions {
-            variables: BTreeMap::from([
-                ("db_url".to_string(), url.clone()),
-                ("db_host".to_string(), format!("127.0.0.1:{}", pg.port())),
-                ("token_signing_key".to_string(), signing_key),
-                (
-                    "manifest_signing_key".to_string(),
-                    toaster_host::keys::new_ed25519_pem(),
-                ),
-            ]),
-            ..Default::default()
-        },
+    let host = serve_app(
+        BTreeMap::from([
+            ("db_url".to_string(), url.clone()),
+            ("db_host".to_string(), format!("127.0.0.1:{}", pg.port())),
+            ("token_signing_key".to_string(), signing_key),
+            (
+                "manifest_signing_key".to_string(),
+                toaster_host::keys::new_ed25519_pem(),
+            ),
+        ]),
+        toaster_host::Limits::default(),
     )
     .await
     .unwrap();

@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::ota::{ManifestVerifier, in_cohort};
 use toaster_core::token::AccessClaims;
-use toaster_host::kv::{KvBackend, SqliteKv};
 use toaster_tests::TestApp;
 
 const SHA: &str = "5f2c9a0e5f2c9a0e5f2c9a0e5f2c9a0e5f2c9a0e5f2c9a0e5f2c9a0e5f2c9a0e";
@@ -573,17 +572,7 @@ async fn a_device_that_does_not_report_in_time_counts_as_failed() {
 
 /// The tenant's cached active rollouts, as the check path reads them.
 async fn cached_rollouts(app: &TestApp, tenant: &str) -> Option<Value> {
-    let store = kv_store(app);
-    let bytes = store
-        .get("default", &format!("ota:{tenant}"))
-        .await
-        .unwrap();
-    bytes.map(|b| serde_json::from_slice(&b).unwrap())
-}
-
-fn kv_store(app: &TestApp) -> KvBackend {
-    let path = app.host.dir.path().join(".toaster/kv.sqlite");
-    KvBackend::Sqlite(SqliteKv::open(&path).unwrap())
+    app.host.kv().get_json("default", &format!("ota:{tenant}"))
 }
 
 #[tokio::test]
@@ -611,7 +600,7 @@ async fn a_silent_fleet_halts_the_rollout_before_anyone_reads_it() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // The entry expires (as it does after 10 s); the next check rebuilds it, applies
     // the halt rule, and offers nothing, though the third device is in the cohort.
-    kv_store(&app).delete("default", "ota:acme").await.unwrap();
+    app.host.kv().delete("default", "ota:acme");
     let (status, body) = api.check("acme", &fleet[2], "1.0.0").await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(

@@ -42,7 +42,7 @@ use crate::variables::Variables;
 /// How often the epoch advances; the request timeout is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Wall-clock time a request may take until its response headers are ready.
     pub request_timeout: Duration,
