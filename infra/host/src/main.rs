@@ -106,6 +106,7 @@ struct UpArgs {
     /// The application manifest.
     #[arg(short = 'f', long = "from", default_value = "spin.toml")]
     manifest: PathBuf,
+    /// Address and port to serve on (0.0.0.0:PORT for every interface).
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
     /// Run every component's build command first.
@@ -135,6 +136,20 @@ struct UpArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// How long a connection may wait for a request's head (idle, or sending headers)
+    /// before it is closed, e.g. 15s.
+    #[arg(long, default_value = "15s", value_parser = toaster_host::duration::parse)]
+    header_timeout: Duration,
+    /// How long a request waits for a free slot before it gets 503 with Retry-After, e.g. 1s.
+    #[arg(long, default_value = "1s", value_parser = toaster_host::duration::parse)]
+    queue_timeout: Duration,
+    /// Open connections at most; 0: what the open-file limit allows, less a reserve.
+    #[arg(long, default_value_t = 0)]
+    max_connections: usize,
+    /// Open connections from one client address at most (raise it for many devices
+    /// behind one NAT address).
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_client: usize,
     /// Spin runtime-config file (TOML): where key-value store labels live, e.g. Redis
     /// shared by several hosts. Without it, `default` is SQLite under the state dir.
     #[arg(long, env = "TOASTER_RUNTIME_CONFIG_FILE")]
@@ -389,6 +404,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         request_timeout: Duration::from_secs(args.request_timeout),
         max_concurrent_requests: args.max_concurrent,
         max_body_bytes: args.max_body_bytes,
+        header_timeout: args.header_timeout,
+        queue_timeout: args.queue_timeout,
+        max_connections: args.max_connections,
+        max_connections_per_client: args.max_connections_per_client,
         ..Limits::default()
     };
     let runtime = Runtime::new(&limits, Some(state_dir.join("cache")))?;

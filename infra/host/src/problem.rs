@@ -92,3 +92,64 @@ pub fn request_timeout() -> http::Response<HyperOutgoingBody> {
         "the request body did not arrive in time",
     )
 }
+
+/// 503 when every request slot stayed busy for the whole queue wait: the server is
+/// past saturation and sheds the request instead of queueing it without bound.
+pub fn overloaded(retry_after_secs: u32) -> http::Response<HyperOutgoingBody> {
+    let mut r = response(
+        503,
+        "unavailable",
+        "Service Unavailable",
+        "the server is at capacity; retry later",
+    );
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(retry_after_secs),
+    );
+    r
+}
+
+/// 405 for a method the host's own endpoint does not answer, with the `Allow` header
+/// RFC 9110 requires.
+pub fn method_not_allowed(allow: &'static str) -> http::Response<HyperOutgoingBody> {
+    let mut r = response(
+        405,
+        "method-not-allowed",
+        "Method Not Allowed",
+        &format!("this endpoint answers {allow}"),
+    );
+    r.headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    r
+}
+
+/// A whole HTTP/1.1 response, problem+json, that closes the connection: for answers
+/// written to the socket without hyper (a refused connection, a request hyper could
+/// not parse).
+pub fn raw(
+    status: u16,
+    kind: &str,
+    title: &str,
+    detail: &str,
+    retry_after: Option<u32>,
+) -> Vec<u8> {
+    let body = serde_json::json!({
+        "type": format!("https://toaster.dev/problems/{kind}"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    })
+    .to_string();
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let retry = retry_after
+        .map(|s| format!("retry-after: {s}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {CONTENT_TYPE}\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

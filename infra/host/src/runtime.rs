@@ -54,6 +54,17 @@ pub struct Limits {
     pub max_instance_memory: usize,
     /// PostgreSQL sessions per database address.
     pub pg_pool_size: usize,
+    /// How long a connection may wait for a request's head, whether idle between
+    /// requests or trickling its header lines, before it is closed.
+    pub header_timeout: Duration,
+    /// How long a request whose body has arrived waits for a slot when every slot is
+    /// busy; after that it is answered 503 with `Retry-After`.
+    pub queue_timeout: Duration,
+    /// Open connections at most; 0 derives it from the open-file limit (which the
+    /// server raises to its hard limit at start).
+    pub max_connections: usize,
+    /// Open connections from one client address at most.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +75,10 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_instance_memory: 128 * 1024 * 1024,
             pg_pool_size: 16,
+            header_timeout: Duration::from_secs(15),
+            queue_timeout: Duration::from_secs(1),
+            max_connections: 0,
+            max_connections_per_client: 256,
         }
     }
 }
