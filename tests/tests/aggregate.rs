@@ -1012,3 +1012,40 @@ fn the_json_schemas_agree_with_the_component() {
         ]
     );
 }
+
+/// Hardening A and B: a retention policy is an object (serde would also take
+/// `[raw, minute, hour]`), and none of its fields is null.
+#[tokio::test]
+async fn a_retention_policy_is_an_object_without_nulls() {
+    let Fleet { app, admin, .. } = fleet().await;
+    for (body, pointer, detail) in [
+        (json!([2, 3, 5]), "", "must be an object"),
+        (json!([]), "", "must be an object"),
+        (
+            json!({"raw_days": null, "minute_days": 3, "hour_days": 5}),
+            "/raw_days",
+            "must not be null",
+        ),
+    ] {
+        let response = app
+            .http()
+            .put(app.url("/v1/metrics/retention"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{body}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["pointer"], pointer, "{problem}");
+        assert_eq!(problem["errors"][0]["detail"], detail, "{problem}");
+    }
+    let (status, policy) = get(&app, &admin, "/v1/metrics/retention").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        policy,
+        json!({"raw_days": 30, "minute_days": 90, "hour_days": 730}),
+        "nothing was stored"
+    );
+    app.stop().await;
+}

@@ -1211,3 +1211,168 @@ async fn devices_are_listed_by_filter_with_a_cursor_and_erased_on_request() {
     assert_eq!(ids(&page), ["a1"]);
     app.stop().await;
 }
+
+/// Hardening A and B: serde's derives also read a struct from a positional array, an
+/// enum from `{"variant": null}`, and `null` for an optional field; no schema allows any
+/// of them, so every body refuses them with 422 at the field, and nothing is stored.
+#[tokio::test]
+async fn bodies_are_objects_and_no_field_is_null() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let operator = app.operator_token();
+    let admin = api.tenant("acme").await;
+    let key = DeviceKey::es256();
+    api.register(&admin, "d1", &key).await;
+    let refused = |problem: &Value, pointer: &str, detail: &str| {
+        assert_eq!(problem["status"], 422, "{problem}");
+        assert_eq!(problem["errors"][0]["pointer"], pointer, "{problem}");
+        assert_eq!(problem["errors"][0]["detail"], detail, "{problem}");
+    };
+
+    let posts: Vec<(String, &str, Value, &str, &str)> = vec![
+        // [id, name]: serde's sequence form of the tenant.
+        (
+            "/v1/tenants".into(),
+            &operator,
+            json!(["byposition", "Made by position"]),
+            "",
+            "must be an object",
+        ),
+        (
+            "/v1/tenants".into(),
+            &operator,
+            json!([null, "Made by position"]),
+            "",
+            "must be an object",
+        ),
+        (
+            "/v1/tenants".into(),
+            &operator,
+            json!("acme2"),
+            "",
+            "must be an object",
+        ),
+        (
+            "/v1/tenants".into(),
+            &operator,
+            json!({"id": null, "name": "Null id"}),
+            "/id",
+            "must not be null",
+        ),
+        (
+            "/v1/tenants/acme/tokens".into(),
+            &operator,
+            json!(["bob", 600]),
+            "",
+            "must be an object",
+        ),
+        (
+            "/v1/tenants/acme/tokens".into(),
+            &operator,
+            json!({"subject": "bob", "ttl_secs": null}),
+            "/ttl_secs",
+            "must not be null",
+        ),
+        (
+            "/v1/devices".into(),
+            &admin,
+            json!(["d2", "t1000", "stable", [], key.public_pem]),
+            "",
+            "must be an object",
+        ),
+        (
+            "/v1/devices".into(),
+            &admin,
+            json!({"id": "d2", "model": "t1000", "channel": null, "public_key": key.public_pem}),
+            "/channel",
+            "must not be null",
+        ),
+        (
+            "/v1/devices".into(),
+            &admin,
+            json!({"id": "d2", "model": "t1000", "tags": null, "public_key": key.public_pem}),
+            "/tags",
+            "must not be null",
+        ),
+        (
+            "/v1/claims".into(),
+            &admin,
+            json!(["t1000", "stable", [], 5, 600]),
+            "",
+            "must be an object",
+        ),
+    ];
+    for (path, token, body, pointer, detail) in posts {
+        let (status, problem) = send(api.post(&path, token, &body)).await;
+        assert_eq!(status, 422, "{path} {body}: {problem}");
+        refused(&problem, pointer, detail);
+    }
+    for body in [
+        json!({"status": null, "channel": "beta"}),
+        json!({"channel": "beta", "public_key": null}),
+        json!({"channel": "beta", "complete_rotation": null}),
+        json!({"channel": null}),
+        json!({"tags": null}),
+    ] {
+        let (status, problem) = send(api.patch("/v1/devices/d1", &admin, &body)).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["detail"], "must not be null",
+            "{problem}"
+        );
+    }
+    // An enum is its string, not serde's `{"variant": null}`.
+    let (status, problem) = send(api.patch(
+        "/v1/devices/d1",
+        &admin,
+        &json!({"status": {"disabled": null}}),
+    ))
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    refused(
+        &problem,
+        "/status",
+        "has the wrong type; expected `active` or `disabled`",
+    );
+    let (status, problem) = send(api.patch("/v1/devices/d1", &admin, &json!(["disabled"]))).await;
+    assert_eq!(status, 422, "{problem}");
+    refused(&problem, "", "must be an object");
+    // The endpoints without a token read bodies the same way.
+    let (status, problem) = send(app.http().post(app.url("/v1/provision")).json(&json!([
+        "tclaim_x",
+        "d3",
+        key.public_pem
+    ])))
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    refused(&problem, "", "must be an object");
+    let (status, problem) = send(
+        app.http()
+            .post(app.url("/v1/auth/token"))
+            .json(&json!([GRANT, key.sign(&claims("acme", "d1"))])),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    refused(&problem, "", "must be an object");
+
+    assert_eq!(count(&app, "SELECT count(*) FROM tenants").await, 1);
+    assert_eq!(count(&app, "SELECT count(*) FROM devices").await, 1);
+    assert_eq!(count(&app, "SELECT count(*) FROM claims").await, 0);
+    let (_, device) = send(api.get("/v1/devices/d1", &admin)).await;
+    assert_eq!(device["status"], "active", "{device}");
+    assert_eq!(device["channel"], "stable", "{device}");
+    assert_eq!(device["tags"], json!(["site=berlin"]), "{device}");
+    // Leaving the optional fields out still works.
+    let (status, body) =
+        send(api.post("/v1/tenants", &operator, &json!({"name": "Generated"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = send(api.post(
+        "/v1/tenants/acme/tokens",
+        &operator,
+        &json!({"subject": "bob"}),
+    ))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["expires_in"], 3600);
+    app.stop().await;
+}

@@ -1134,3 +1134,103 @@ async fn bad_input_is_refused_with_4xx() {
     assert_eq!(send(api.get("/v1/ota/nothing-here", &admin)).await.0, 404);
     app.stop().await;
 }
+
+/// Hardening A and B: firmware, rollouts (and their nested selector) and reports are
+/// objects, never serde's positional arrays, and no field is null.
+#[tokio::test]
+async fn bodies_are_objects_at_every_depth_and_no_field_is_null() {
+    let app = TestApp::start().await;
+    let api = Api::new(&app);
+    let admin = api.tenant("acme").await;
+    api.devices("acme", &["d1".into()], "t1000", "stable", &[])
+        .await;
+    let device = api.device_token("acme", "d1");
+    let firmware = api.firmware(&admin, "t1000", "1.1.0").await;
+
+    let cases: Vec<(&str, &str, Value, &str, &str)> = vec![
+        // [model, version, url, sha256, size]: serde's sequence form of the release.
+        (
+            "/v1/ota/firmware",
+            &admin,
+            json!(["t1000", "2.0.0", "https://x.example/a.bin", SHA, 10]),
+            "",
+            "must be an object",
+        ),
+        (
+            "/v1/ota/firmware",
+            &admin,
+            json!({"model": "t1000", "version": "2.0.0", "url": "https://x.example/a.bin", "sha256": SHA, "size": 10, "notes": null}),
+            "/notes",
+            "must not be null",
+        ),
+        (
+            "/v1/ota/rollouts",
+            &admin,
+            json!([firmware, {"channel": "stable", "versions": "*"}]),
+            "",
+            "must be an object",
+        ),
+        // The nested selector as [channel, tags, versions].
+        (
+            "/v1/ota/rollouts",
+            &admin,
+            json!({"firmware_id": firmware, "selector": ["stable", [], "*"]}),
+            "/selector",
+            "must be an object",
+        ),
+        (
+            "/v1/ota/rollouts",
+            &admin,
+            json!({"firmware_id": firmware, "selector": null}),
+            "/selector",
+            "must not be null",
+        ),
+        (
+            "/v1/ota/rollouts",
+            &admin,
+            json!({"firmware_id": firmware, "selector": {"channel": "stable", "versions": "*", "tags": null}}),
+            "/selector/tags",
+            "must not be null",
+        ),
+        (
+            "/v1/ota/rollouts",
+            &admin,
+            json!({"firmware_id": firmware, "selector": {"channel": "stable", "versions": "*"}, "stages": null}),
+            "/stages",
+            "must not be null",
+        ),
+        (
+            "/v1/ota/report",
+            &device,
+            json!(["ro_0123456789abcdef", "failed", "1.0.0", "boom"]),
+            "",
+            "must be an object",
+        ),
+        (
+            "/v1/ota/report",
+            &device,
+            json!({"rollout_id": "ro_0123456789abcdef", "status": "failed", "version": "1.0.0", "error": null}),
+            "/error",
+            "must not be null",
+        ),
+        (
+            "/v1/ota/report",
+            &device,
+            json!({"rollout_id": "ro_0123456789abcdef", "status": {"failed": null}, "version": "1.0.0"}),
+            "/status",
+            "has the wrong type; expected one of `downloading`, `installing`, `installed`, `failed`",
+        ),
+    ];
+    for (path, token, body, pointer, detail) in cases {
+        let (status, problem) = send(api.post(path, token, &body)).await;
+        assert_eq!(status, 422, "{path} {body}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["pointer"], pointer,
+            "{body}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["detail"], detail, "{body}: {problem}");
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM firmware").await, 1);
+    assert_eq!(count(&app, "SELECT count(*) FROM rollouts").await, 0);
+    app.stop().await;
+}

@@ -6,11 +6,16 @@
 //! | the body is longer than the limit | 413 |
 //! | not JSON at all, not UTF-8, trailing garbage | 400 |
 //! | JSON, but a field is missing, unknown, of the wrong type or invalid | 422, with a JSON pointer |
+//! | an array (or anything else) where the schema has an object, at any depth | 422, "must be an object" |
+//! | `null` for any field (no request schema allows it) | 422, "must not be null" |
 //!
 //! Request types derive `Deserialize` with `#[serde(deny_unknown_fields)]` and use
 //! `toaster_core` newtypes (`DeviceId`, `Model`, ...) for their fields, so validation
 //! happens while parsing and a value that exists is valid. Parsing stops at the first
-//! bad field, so a 422 carries one entry in `errors`.
+//! bad field, so a 422 carries one entry in `errors`. Bodies are read through
+//! [`strict::Strict`], which refuses the shapes serde's derives accept beyond the
+//! schemas: a struct as a positional array, an enum as `{"variant": null}`, and `null`
+//! for an optional field (absent is how a field is left out).
 //!
 //! Error details never echo the input: serde's messages that quote the value
 //! (`invalid type: string "…", expected u32`) are reduced to what was expected.
@@ -18,6 +23,8 @@
 use serde::de::DeserializeOwned;
 use spin_sdk::http::Request;
 use toaster_core::problem::{FieldError, Problem};
+
+pub mod strict;
 
 /// The default bound for request bodies of the identity endpoints.
 pub const DEFAULT_MAX_BYTES: usize = 16 * 1024;
@@ -49,10 +56,11 @@ pub fn parse<T: DeserializeOwned>(
         return Err(Problem::payload_too_large(max_bytes));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let pointer = pointer(e.path());
-        field_problem(pointer, e.into_inner())
-    })?;
+    let value: T =
+        serde_path_to_error::deserialize(strict::Strict(&mut deserializer)).map_err(|e| {
+            let pointer = pointer(e.path());
+            field_problem(pointer, e.into_inner())
+        })?;
     deserializer
         .end()
         .map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {}", where_(&e))))?;
@@ -117,6 +125,12 @@ fn describe(pointer: String, message: &str) -> (String, String) {
             None => "is not an allowed value".to_owned(),
         };
         return (pointer, detail);
+    }
+    if message.starts_with("invalid type: null,") {
+        return (pointer, "must not be null".to_owned());
+    }
+    if expected.as_deref() == Some(strict::OBJECT) {
+        return (pointer, format!("must be {}", strict::OBJECT));
     }
     if message.starts_with("invalid type: ") {
         let detail = match expected {
@@ -188,6 +202,15 @@ mod tests {
         #[serde(default)]
         tags: Vec<String>,
         nested: Option<Nested>,
+        level: Option<Level>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Level {
+        Low,
+        High,
     }
 
     #[derive(Debug, Deserialize)]
@@ -286,6 +309,63 @@ mod tests {
         let error = one_error(r#"{"id":"d1","quota":1,"a/b~":1}"#);
         assert_eq!(error.pointer, "/a~1b~0");
         assert_eq!(error.detail, "is not a known field");
+    }
+
+    #[test]
+    fn a_struct_must_be_an_object_at_every_depth() {
+        // serde's derive reads a struct from an array, its fields by position.
+        for body in [r#"["d1", 3, [], null, null]"#, "[]", "3", r#""d1""#] {
+            let error = one_error(body);
+            assert_eq!(error.pointer, "", "{body}");
+            assert_eq!(error.detail, "must be an object", "{body}");
+        }
+        let error = one_error(r#"{"id":"d1","quota":1,"nested":[true]}"#);
+        assert_eq!(error.pointer, "/nested");
+        assert_eq!(error.detail, "must be an object");
+        // Arrays stay arrays.
+        let body = run(r#"{"id":"d1","quota":1,"tags":["a","b"]}"#).unwrap();
+        assert_eq!(body.tags, ["a", "b"]);
+    }
+
+    #[test]
+    fn null_is_refused_for_every_field() {
+        for (body, pointer) in [
+            (r#"{"id":"d1","quota":1,"nested":null}"#, "/nested"),
+            (r#"{"id":"d1","quota":1,"level":null}"#, "/level"),
+            (r#"{"id":null,"quota":1}"#, "/id"),
+            (r#"{"id":"d1","quota":null}"#, "/quota"),
+            (r#"{"id":"d1","quota":1,"tags":null}"#, "/tags"),
+            (r#"{"id":"d1","quota":1,"tags":[null]}"#, "/tags/0"),
+            (
+                r#"{"id":"d1","quota":1,"nested":{"flag":null}}"#,
+                "/nested/flag",
+            ),
+        ] {
+            let error = one_error(body);
+            assert_eq!(error.pointer, pointer, "{body}");
+            assert_eq!(error.detail, "must not be null", "{body}");
+        }
+        // Absent is how an optional field is left out.
+        let body = run(r#"{"id":"d1","quota":1}"#).unwrap();
+        assert!(body.nested.is_none() && body.level.is_none());
+    }
+
+    #[test]
+    fn an_enum_is_a_string() {
+        let body = run(r#"{"id":"d1","quota":1,"level":"high"}"#).unwrap();
+        assert!(matches!(body.level, Some(Level::High)));
+        // serde's derive also reads a unit variant from `{"high": null}`.
+        for level in [r#"{"high":null}"#, r#"["high"]"#, "1"] {
+            let error = one_error(&format!(r#"{{"id":"d1","quota":1,"level":{level}}}"#));
+            assert_eq!(error.pointer, "/level", "{level}");
+            assert_eq!(
+                error.detail, "has the wrong type; expected `low` or `high`",
+                "{level}"
+            );
+        }
+        let error = one_error(r#"{"id":"d1","quota":1,"level":"middle"}"#);
+        assert_eq!(error.pointer, "/level");
+        assert_eq!(error.detail, "must be `low` or `high`");
     }
 
     #[test]
