@@ -20,6 +20,9 @@ const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 const ALL_AGGS: &str = "avg,min,max,sum,count,first,last";
+/// The ingest component's storing statement, run directly to store what the API no
+/// longer accepts (values beyond ±1e100, as older versions stored them).
+const STORE_BATCH: &str = include_str!("../../functions/ingest/src/store_batch.sql");
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -968,6 +971,160 @@ async fn kept(client: &tokio_postgres::Client, table: &str) -> Vec<String> {
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect()
+}
+
+/// Stores one reading with the ingest statement itself, without the API's checks:
+/// what a database from before the ±1e100 rule may hold.
+async fn store_unchecked(app: &TestApp, device: &str, metric: &str, ts: i64, value: &str) {
+    let client = app.db.client().await;
+    client
+        .query_one(
+            "SELECT toaster_ensure_telemetry_partitions(\
+             timestamptz 'epoch' + $1::int8 * interval '1 millisecond', \
+             timestamptz 'epoch' + $1::int8 * interval '1 millisecond')",
+            &[&ts],
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            STORE_BATCH,
+            &[&"acme", &device, &vec![metric], &vec![ts], &vec![value]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+}
+
+/// Rollup totals up to `f64::MAX` (stored before values were bounded) never make a
+/// query 500: PostgreSQL's `sum(float8)` raises on overflow, so the queries sum large
+/// totals apart. A sum beyond a double is `null`; the average is always given.
+#[tokio::test]
+async fn old_values_beyond_1e100_never_make_a_query_or_a_batch_fail() {
+    let Fleet { app, admin, d1, d2 } = fleet().await;
+    let max = f64::MAX;
+    let hour = (now_ms() - 2 * HOUR) / HOUR * HOUR;
+    let t0 = hour + 10 * MINUTE;
+    // What the old API accepted (each rollup row's total still within a double, or the
+    // old statement would have failed): f64::MAX for d1; f64::MAX, then -f64::MAX / 2
+    // a minute later for d2.
+    store_unchecked(&app, "d1", "m", t0, "1.7976931348623157e308").await;
+    store_unchecked(&app, "d2", "m", t0 + 1000, "1.7976931348623157e308").await;
+    store_unchecked(&app, "d2", "m", t0 + MINUTE, "-8.988465674311579e307").await;
+    // Readings in range into the same rollup rows: a batch, and a single reading.
+    post_readings(
+        &app,
+        &d1,
+        &[
+            ("m".into(), t0 + 2000, 1.5),
+            ("m".into(), t0 + MINUTE + 2000, 2.0),
+        ],
+    )
+    .await;
+    post_readings(&app, &d2, &[("m".into(), t0 + 3000, -0.25)]).await;
+
+    let bucket = |start: i64, values: Value| {
+        let mut bucket = json!({"start": rfc3339(start)});
+        bucket
+            .as_object_mut()
+            .unwrap()
+            .extend(values.as_object().unwrap().clone());
+        bucket
+    };
+    let range = format!("from={t0}&to={}", t0 + 2 * MINUTE);
+    let (status, body) = get(
+        &app,
+        &admin,
+        &format!("/v1/metrics/fleet/m?{range}&bucket=1m&agg={ALL_AGGS}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_buckets(
+        &body["buckets"],
+        vec![
+            // 2 × f64::MAX + 1.25 is beyond a double; its mean is not.
+            bucket(
+                t0,
+                json!({"avg": max / 2.0, "min": -0.25, "max": max, "sum": null, "count": 4,
+                       "first": max, "last": -0.25, "devices": 2}),
+            ),
+            bucket(
+                t0 + MINUTE,
+                json!({"avg": -max / 4.0, "min": -max / 2.0, "max": 2.0, "sum": -max / 2.0,
+                       "count": 2, "first": -max / 2.0, "last": 2.0, "devices": 2}),
+            ),
+        ],
+        "fleet, 1m",
+    );
+    // The same from the hour rollups.
+    let (status, body) = get(
+        &app,
+        &admin,
+        &format!(
+            "/v1/metrics/fleet/m?from={hour}&to={}&bucket=1h&agg={ALL_AGGS}",
+            hour + HOUR
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let only = &body["buckets"][0];
+    assert_eq!(only["sum"], Value::Null, "{body}");
+    assert_eq!(
+        (only["count"].clone(), only["devices"].clone()),
+        (json!(6), json!(2))
+    );
+    let avg = only["avg"].as_f64().unwrap();
+    assert!(((avg - max / 4.0) / (max / 4.0)).abs() < 1e-12, "{body}");
+
+    // One device: its sums fit.
+    let (status, body) = get(
+        &app,
+        &d1,
+        &series_path("d1", "m", t0, t0 + 2 * MINUTE, "1m"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_buckets(
+        &body["buckets"],
+        vec![
+            bucket(
+                t0,
+                json!({"avg": max / 2.0, "min": 1.5, "max": max, "sum": max, "count": 2,
+                       "first": max, "last": 1.5}),
+            ),
+            bucket(
+                t0 + MINUTE,
+                json!({"avg": 2.0, "min": 2.0, "max": 2.0, "sum": 2.0, "count": 1,
+                       "first": 2.0, "last": 2.0}),
+            ),
+        ],
+        "d1, 1m",
+    );
+    let (status, body) = get(
+        &app,
+        &admin,
+        &series_path("d2", "m", hour, hour + HOUR, "1h"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_buckets(
+        &body["buckets"],
+        vec![bucket(
+            hour,
+            json!({"avg": max / 2.0 / 3.0, "min": -max / 2.0, "max": max, "sum": max / 2.0,
+                   "count": 3, "first": max, "last": -max / 2.0}),
+        )],
+        "d2, 1h",
+    );
+    let (status, body) = get(
+        &app,
+        &admin,
+        &format!("/v1/metrics/devices/d1/m/raw?{range}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"][0]["value"].as_f64(), Some(max), "{body}");
+    app.stop().await;
 }
 
 #[test]

@@ -195,7 +195,7 @@ async fn a_valid_batch_is_stored_exactly() {
         {"metric": "temp_c", "ts": t + 1000, "value": -0.1},
         {"metric": "door.open", "ts": t, "value": true},
         {"metric": "door.open", "ts": t + 1, "value": false},
-        {"metric": "extreme.max", "ts": t, "value": f64::MAX},
+        {"metric": "extreme.max", "ts": t, "value": 1e100},
         {"metric": "extreme.tiny", "ts": t, "value": 5e-324},
         {"metric": "extreme.third", "ts": t, "value": 1.0 / 3.0},
         {"metric": "count", "ts": t, "value": -9007199254740993i64},
@@ -218,7 +218,7 @@ async fn a_valid_batch_is_stored_exactly() {
             row("d1", "count", t, -9007199254740992.0, false),
             row("d1", "door.open", t, 1.0, true),
             row("d1", "door.open", t + 1, 0.0, true),
-            row("d1", "extreme.max", t, f64::MAX, false),
+            row("d1", "extreme.max", t, 1e100, false),
             row("d1", "extreme.third", t, 1.0 / 3.0, false),
             row("d1", "extreme.tiny", t, 5e-324, false),
             row("d1", "temp_c", t, 21.5, false),
@@ -413,6 +413,113 @@ async fn each_invalid_batch_is_refused_whole_and_nothing_is_written() {
     }
     assert_eq!(count(&app.db).await, 0, "nothing of any refused batch");
     assert_eq!(last_known(&app, "acme", "d1").await, None);
+    app.stop().await;
+}
+
+/// Readings beyond ±1e100 would let a rollup sum overflow a double, which PostgreSQL
+/// raises as an error on every later batch of that bucket: they are refused whole.
+#[tokio::test]
+async fn values_beyond_1e100_are_refused_whole_naming_the_range() {
+    let (app, token) = app_with_device().await;
+    let t = now_ms() - 10_000;
+    let at_bound = json!({"readings": [
+        {"metric": "huge", "ts": t, "value": 1e100},
+        {"metric": "huge", "ts": t + 1, "value": -1e100},
+    ]});
+    let answer = post(&app, &token, &at_bound).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    for value in [
+        "1.7976931348623157e308",
+        "-1.7976931348623157e308",
+        "1.0000000000000002e100",
+        "1e101",
+        "1e400",
+    ] {
+        // The second of two in one minute is what overflowed the rollup sum.
+        for body in [
+            format!(
+                r#"{{"readings": [{{"metric": "huge", "ts": {}, "value": {value}}}]}}"#,
+                t + 2
+            ),
+            format!(
+                r#"{{"readings": [{{"metric": "ok", "ts": {t}, "value": 1}},
+                                  {{"metric": "huge", "ts": {}, "value": {value}}}]}}"#,
+                t + 3
+            ),
+        ] {
+            let answer = post_raw(
+                app.http(),
+                &app.url("/v1/telemetry"),
+                Some(&token),
+                Some("application/json"),
+                body.clone(),
+            )
+            .await;
+            assert_eq!(answer.status, 422, "{body} → {}", answer.body);
+            assert_eq!(
+                answer.body["type"],
+                "https://toaster.dev/problems/validation"
+            );
+            let errors = answer.body["errors"].as_array().unwrap();
+            assert_eq!(errors.len(), 1, "{}", answer.body);
+            assert!(
+                errors[0]["pointer"].as_str().unwrap().ends_with("/value"),
+                "{}",
+                answer.body
+            );
+            assert_eq!(errors[0]["detail"], "must be a number from -1e100 to 1e100");
+        }
+    }
+    assert_eq!(count(&app.db).await, 2, "nothing of the refused batches");
+    app.stop().await;
+}
+
+/// A database from before the ±1e100 rule may hold totals up to `f64::MAX`; in-range
+/// batches (one reading, or many) into those buckets still store, never 500.
+#[tokio::test]
+async fn batches_into_buckets_holding_old_huge_totals_are_stored() {
+    let (app, token) = app_with_device().await;
+    let client = app.db.client().await;
+    // One second into a minute: every reading below is in the same minute and hour.
+    let t = (now_ms() - 120_000) / 60_000 * 60_000 + 1000;
+    // As the same statement stored them before values were bounded.
+    for (metric, value) in [
+        ("up", "1.7976931348623157e308"),
+        ("down", "-1.7976931348623157e308"),
+    ] {
+        let (stored, _) = store(&client, "acme", "d1", &[(metric, t, value)])
+            .await
+            .unwrap();
+        assert_eq!(stored, 1);
+    }
+    let batch = json!({"readings": [
+        {"metric": "up", "ts": t + 1, "value": 1e100},
+        {"metric": "up", "ts": t + 2, "value": 1e100},
+        {"metric": "down", "ts": t + 1, "value": -1e100},
+    ]});
+    let answer = post(&app, &token, &batch).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let single = json!({"readings": [{"metric": "down", "ts": t + 2, "value": -1e100}]});
+    let answer = post(&app, &token, &single).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    for table in ["rollup_minute", "rollup_hour"] {
+        let totals: Vec<(String, i64, f64)> = client
+            .query(
+                &format!("SELECT metric, readings, total FROM {table} ORDER BY metric"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            totals,
+            [("down".into(), 3, -f64::MAX), ("up".into(), 3, f64::MAX)],
+            "{table}"
+        );
+    }
     app.stop().await;
 }
 
@@ -972,7 +1079,7 @@ async fn a_day_without_a_partition_is_sqlstate_23514_until_it_is_ensured() {
 
 #[test]
 fn the_json_schemas_agree_with_the_component() {
-    use toaster_core::telemetry::{BatchLimits, parse_batch};
+    use toaster_core::telemetry::{BatchLimits, MAX_ABS_VALUE, parse_batch};
     let read = |name: &str| -> Value {
         let path = workspace_root().join("schemas/json").join(name);
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -982,6 +1089,9 @@ fn the_json_schemas_agree_with_the_component() {
         batch["properties"]["readings"]["maxItems"],
         BatchLimits::default().max_readings
     );
+    let value = &batch["$defs"]["reading"]["properties"]["value"];
+    assert_eq!(value["maximum"].as_f64(), Some(MAX_ABS_VALUE));
+    assert_eq!(value["minimum"].as_f64(), Some(-MAX_ABS_VALUE));
     // The documented example is accepted (at the time it was written).
     let example = batch["examples"][0].to_string();
     let written = 1_795_255_200_000;

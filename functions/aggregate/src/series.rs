@@ -8,11 +8,17 @@
 //! One statement per request. Its text depends only on the bucket's source, the
 //! aggregates asked for and the fleet filters given, so the host prepares a handful
 //! of statements per session.
+//!
+//! Sums never fail: PostgreSQL's `sum(float8)` raises an error on overflow, which
+//! totals stored before readings were bounded to ±1e100 could cause, so the statement
+//! sums rollup totals in two parts and [`SplitSum`] puts them together (a `sum` beyond
+//! a double is null; the `avg` is always given).
 
 use serde_json::{Map, Value, json};
 use spin_sdk::http::Request;
 use toaster_core::ids::{Channel, MetricName, Model, Tag, TenantId};
 use toaster_core::problem::Problem;
+use toaster_core::telemetry::query::{LARGE_TOTAL, LARGE_TOTAL_SCALE, SplitSum};
 use toaster_core::token::Role;
 use toaster_platform::db::{self, Db, DbValue, Param};
 use toaster_platform::query::Query;
@@ -129,7 +135,15 @@ fn statement(
         "sum(readings)::int8".to_owned(),
     ];
     if series.wants(Agg::Avg) || series.wants(Agg::Sum) {
-        columns.push("sum(total)".to_owned());
+        // A plain `sum(total)` when no total is over 1e200 (always, for data stored
+        // under the ±1e100 rule); the larger ones are summed apart, scaled by 2^-600.
+        columns.push(format!(
+            "sum(total) FILTER (WHERE abs(total) <= {LARGE_TOTAL:e}::float8)"
+        ));
+        columns.push(format!(
+            "sum(total * {LARGE_TOTAL_SCALE:e}::float8) \
+             FILTER (WHERE abs(total) > {LARGE_TOTAL:e}::float8)"
+        ));
     }
     if series.wants(Agg::Min) {
         columns.push("min(low)".to_owned());
@@ -200,21 +214,26 @@ fn read_row(row: &[DbValue], series: &SeriesQuery, fleet: bool) -> Result<Row, P
     let start_ms: i64 = db::column(row, 0)?;
     let count: i64 = db::column(row, 1)?;
     let mut at = 2;
+    // The sum's two parts (see `statement`), when avg or sum was asked for.
+    let total = if series.wants(Agg::Avg) || series.wants(Agg::Sum) {
+        at += 2;
+        SplitSum {
+            small: db::column(row, 2)?,
+            large_scaled: db::column(row, 3)?,
+        }
+    } else {
+        SplitSum::default()
+    };
     let mut next_f64 = |row: &[DbValue]| -> Result<f64, Problem> {
         let value = db::column(row, at)?;
         at += 1;
         Ok(value)
     };
     let mut values = Map::new();
-    let total = if series.wants(Agg::Avg) || series.wants(Agg::Sum) {
-        Some(next_f64(row)?)
-    } else {
-        None
-    };
     for agg in &series.aggs {
         let value = match agg {
-            Agg::Avg => json!(total.map(|t| t / count as f64)),
-            Agg::Sum => json!(total),
+            Agg::Avg => json!(total.mean(count)),
+            Agg::Sum => json!(total.sum()),
             Agg::Count => json!(count),
             Agg::Min | Agg::Max | Agg::First | Agg::Last => continue,
         };

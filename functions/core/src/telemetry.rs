@@ -11,8 +11,9 @@
 //! - `metric`: a [`MetricName`].
 //! - `ts`: an RFC 3339 date-time with a zone, or integer milliseconds since the Unix
 //!   epoch; no older than the retention window and at most [`MAX_FUTURE_MS`] ahead.
-//! - `value`: a finite number or a boolean. JSON has no NaN or infinity, but a literal
-//!   such as `1e400` overflows `f64`; it is refused, not stored as infinity.
+//! - `value`: a number from -[`MAX_ABS_VALUE`] to [`MAX_ABS_VALUE`] (1e100), or a
+//!   boolean. JSON has no NaN or infinity, but a literal such as `1e400` overflows
+//!   `f64`; it is refused with the same message, not stored as infinity.
 //!
 //! A body that is not JSON is [`BatchError::Malformed`] (400). A JSON body that breaks
 //! the rules is [`BatchError::Invalid`] (422) listing every bad field, each with a
@@ -24,6 +25,7 @@
 //! counted in [`Batch::duplicates`]: the first wins, as storage keeps the first copy
 //! when a batch is retried, so the outcome is the same whichever way a device resends.
 
+pub mod query;
 mod timestamp;
 
 use std::borrow::Cow;
@@ -41,6 +43,16 @@ use crate::problem::{FieldError, Problem};
 /// How far ahead of the server's clock a reading may be, for devices whose clock runs
 /// fast.
 pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+
+/// The largest absolute value a numeric reading may have (the double nearest 1e100).
+///
+/// Rollups and queries add readings up in `float8`, and PostgreSQL raises an error
+/// (SQLSTATE 22003) rather than return infinity when a sum overflows: two readings
+/// near `f64::MAX` in one minute would make every later batch for that minute fail.
+/// Under 1e100, a sum of n readings stays under n × 1e100, so more than 1e208
+/// readings would be needed to reach `f64::MAX`, in a bucket, a device or a fleet;
+/// and no physical quantity a device measures comes near it.
+pub const MAX_ABS_VALUE: f64 = 1e100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
@@ -309,9 +321,15 @@ fn parse_value(raw: &RawValue) -> Result<Value, String> {
         return Err("must be a number or a boolean".to_owned());
     }
     match serde_json::from_str::<f64>(raw.get()) {
-        Ok(number) if number.is_finite() => Ok(Value::Number(number)),
-        _ => Err("must be a finite number within the range of a 64-bit float".to_owned()),
+        // NaN fails the comparison; infinities (a literal overflowing f64) exceed it.
+        Ok(number) if number.abs() <= MAX_ABS_VALUE => Ok(Value::Number(number)),
+        _ => Err(value_range_detail()),
     }
+}
+
+/// The detail of a number out of range, naming the range.
+fn value_range_detail() -> String {
+    format!("must be a number from -{MAX_ABS_VALUE:e} to {MAX_ABS_VALUE:e}")
 }
 
 /// An RFC 6901 pointer to an unknown member. Very long names are not echoed: the
@@ -673,10 +691,12 @@ mod tests {
             ]
         );
         let body = r#"{"readings": [
-            {"metric": "a", "ts": 1795255200000, "value": 1.7976931348623157e308},
+            {"metric": "a", "ts": 1795255200000, "value": 1e100},
             {"metric": "b", "ts": 1795255200000, "value": 100000000000000000000000000000},
             {"metric": "c", "ts": 1795255200000, "value": -0},
-            {"metric": "d", "ts": 1795255200000, "value": false}
+            {"metric": "d", "ts": 1795255200000, "value": false},
+            {"metric": "e", "ts": 1795255200000, "value": -1E+100},
+            {"metric": "f", "ts": 1795255200000, "value": 5e-324}
         ]}"#;
         let values: Vec<f64> = parse_text(body)
             .unwrap()
@@ -684,7 +704,54 @@ mod tests {
             .iter()
             .map(|r| r.value.as_f64())
             .collect();
-        assert_eq!(values, [f64::MAX, 1e29, 0.0, 0.0]);
+        assert_eq!(values, [1e100, 1e29, 0.0, 0.0, -1e100, 5e-324]);
+    }
+
+    #[test]
+    fn values_beyond_1e100_are_refused_naming_the_range() {
+        let detail = "must be a number from -1e100 to 1e100";
+        for value in [
+            "1.7976931348623157e308",
+            "-1.7976931348623157e308",
+            "1e400",
+            "-1e400",
+            "1.0000000000000002e100",
+            "-1.0000000000000002e100",
+            "1e101",
+            &format!("1{}", "0".repeat(101)),
+        ] {
+            let body = format!(
+                r#"{{"readings": [
+                    {{"metric": "ok", "ts": 1795255200000, "value": 1}},
+                    {{"metric": "big", "ts": 1795255200000, "value": {value}}}
+                ]}}"#
+            );
+            assert_eq!(
+                field_errors(parse_text(&body)),
+                [("/readings/1/value".to_owned(), detail.to_owned())],
+                "{value}"
+            );
+        }
+        // The bound is the double nearest 1e100, so every literal that reads as it is in.
+        assert_eq!(MAX_ABS_VALUE, 1e100);
+        let body = r#"{"readings": [{"metric": "m", "ts": 1795255200000,
+                        "value": 1.00000000000000000001e100}]}"#;
+        assert_eq!(
+            parse_text(body).unwrap().readings[0].value,
+            Value::Number(1e100)
+        );
+    }
+
+    #[test]
+    fn no_number_of_readings_in_range_can_overflow_a_sum() {
+        // The largest sum a minute could hold: a 1 kHz sensor at the bound, and far more.
+        let readings = 60_000.0 * 1e9;
+        assert!((readings * MAX_ABS_VALUE).is_finite());
+        // Adding any in-range batch to the largest finite total leaves it finite: the
+        // rollup upsert (`o.total + excluded.total`) cannot overflow, even on a total
+        // stored before the bound.
+        assert_eq!(f64::MAX + 1e12 * MAX_ABS_VALUE, f64::MAX);
+        assert_eq!(-f64::MAX - 1e12 * MAX_ABS_VALUE, -f64::MAX);
     }
 
     #[test]
