@@ -1127,6 +1127,153 @@ async fn old_values_beyond_1e100_never_make_a_query_or_a_batch_fail() {
     app.stop().await;
 }
 
+/// Times outside 0000-01-01T00:00:00Z .. 9999-12-31T00:00:00Z are 422 naming the
+/// parameter and the range, on every route that takes them; they never reach the
+/// bucket arithmetic or PostgreSQL (whose timestamps end in 294276 AD and start in
+/// 4714 BC), and the edges of the range work.
+#[tokio::test]
+async fn times_outside_the_years_0000_to_9999_are_422_naming_the_parameter() {
+    let Fleet { app, admin, d1, .. } = fleet().await;
+    const MIN: i64 = -62_167_219_200_000;
+    const MAX: i64 = 253_402_214_400_000;
+    let routes = [
+        "/v1/metrics/devices/d1/m/raw?",
+        "/v1/metrics/devices/d1/m?bucket=1h&",
+        "/v1/metrics/fleet/m?bucket=1h&",
+    ];
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        ("from=0&to=9223372036854775807".into(), vec!["to"]),
+        ("from=-9000000000000000000".into(), vec!["from"]),
+        ("from=0&to=9300000000000000".into(), vec!["to"]),
+        ("from=-210866803200001".into(), vec!["from"]),
+        (format!("from={}", MIN - 1), vec!["from"]),
+        (format!("from=0&to={}", MAX + 1), vec!["to"]),
+        (
+            "from=-99999999999999999999&to=99999999999999999999".into(),
+            vec!["from", "to"],
+        ),
+        (
+            format!("from={}&to={}", enc("0000-01-01T00:00:00+00:01"), MAX),
+            vec!["from"],
+        ),
+        (
+            format!("from=0&to={}", enc("9999-12-31T00:00:00.001Z")),
+            vec!["to"],
+        ),
+    ];
+    for route in routes {
+        for (query, names) in &cases {
+            let path = format!("{route}{query}");
+            let (status, body) = get(&app, &admin, &path).await;
+            assert_eq!(status, 422, "{path}: {body}");
+            assert_eq!(
+                body["type"], "https://toaster.dev/problems/validation",
+                "{path}"
+            );
+            let detail = body["detail"].as_str().unwrap();
+            assert!(
+                detail.starts_with("the time range is invalid"),
+                "{path}: {detail}"
+            );
+            let errors = body["errors"].as_array().unwrap();
+            let pointers: Vec<&str> = errors
+                .iter()
+                .map(|e| e["pointer"].as_str().unwrap())
+                .collect();
+            assert_eq!(&pointers, names, "{path}: {body}");
+            for error in errors {
+                let detail = error["detail"].as_str().unwrap();
+                assert!(
+                    detail.contains("0000-01-01T00:00:00Z")
+                        && detail.contains("9999-12-31T00:00:00Z")
+                        && detail.contains(&MIN.to_string())
+                        && detail.contains(&MAX.to_string()),
+                    "{path}: {detail}"
+                );
+            }
+        }
+        // Not an instant at all is still 400.
+        let (status, _) = get(&app, &admin, &format!("{route}from=12a")).await;
+        assert_eq!(status, 400, "{route}");
+    }
+
+    // The whole range: raw readings answer, a series says how many buckets it spans.
+    let (status, body) = get(
+        &app,
+        &d1,
+        &format!("/v1/metrics/devices/d1/m/raw?from={MIN}&to={MAX}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["from"].clone(), body["to"].clone()),
+        (
+            json!("0000-01-01T00:00:00.000Z"),
+            json!("9999-12-31T00:00:00.000Z")
+        )
+    );
+    for cursor in [i64::MAX, i64::MIN, MAX, MIN] {
+        let (status, body) = get(
+            &app,
+            &d1,
+            &format!("/v1/metrics/devices/d1/m/raw?from={MIN}&to={MAX}&cursor={cursor}"),
+        )
+        .await;
+        assert_eq!(status, 200, "cursor {cursor}: {body}");
+        assert_eq!(body["items"], json!([]));
+    }
+    let (status, body) = get(&app, &d1, &series_path("d1", "m", MIN, MAX, "1d")).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"], "too many buckets: 3652424 > 1500", "{body}");
+    assert_eq!(body["errors"][0]["pointer"], "bucket");
+
+    // The edges, widened to whole buckets, are still inside and written as they are.
+    for (route, from, to, bucket, first_start, end) in [
+        (
+            "/v1/metrics/devices/d1/m",
+            MAX - 1,
+            MAX,
+            "1d",
+            MAX - DAY,
+            MAX,
+        ),
+        (
+            "/v1/metrics/fleet/m",
+            MAX - 7 * HOUR,
+            MAX,
+            "6h",
+            MAX - 12 * HOUR,
+            MAX,
+        ),
+        (
+            "/v1/metrics/devices/d1/m",
+            MIN,
+            MIN + 1,
+            "1d",
+            MIN,
+            MIN + DAY,
+        ),
+        (
+            "/v1/metrics/fleet/m",
+            MIN,
+            MIN + 90 * MINUTE,
+            "1h",
+            MIN,
+            MIN + 2 * HOUR,
+        ),
+    ] {
+        let path = format!("{route}?from={from}&to={to}&bucket={bucket}&fill=null&agg={ALL_AGGS}");
+        let (status, body) = get(&app, &admin, &path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["from"], rfc3339(first_start), "{path}");
+        assert_eq!(body["to"], rfc3339(end), "{path}");
+        let buckets = body["buckets"].as_array().unwrap();
+        assert_eq!(buckets[0]["start"], rfc3339(first_start), "{path}");
+        assert!(buckets.iter().all(|b| b["count"] == 0), "{path}: {body}");
+    }
+    app.stop().await;
+}
+
 #[test]
 fn the_json_schemas_agree_with_the_component() {
     let read = |name: &str| -> Value {

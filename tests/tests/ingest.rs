@@ -523,6 +523,29 @@ async fn batches_into_buckets_holding_old_huge_totals_are_stored() {
     app.stop().await;
 }
 
+/// Timestamps PostgreSQL cannot hold are refused like any other too old or too new:
+/// 422 at the reading's `ts`, never a 500 from the database.
+#[tokio::test]
+async fn timestamps_far_outside_the_window_are_422() {
+    let (app, token) = app_with_device().await;
+    for ts in [
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(9_300_000_000_000_000_i64),
+        json!(-9_000_000_000_000_000_000_i64),
+        json!(-210_866_803_200_001_i64),
+        json!("0000-01-01T00:00:00Z"),
+        json!("9999-12-31T23:59:59.999Z"),
+    ] {
+        let body = json!({"readings": [{"metric": "m", "ts": ts, "value": 1}]});
+        let answer = post(&app, &token, &body).await;
+        assert_eq!(answer.status, 422, "{ts} → {}", answer.body);
+        assert_eq!(pointers(&answer), ["/readings/0/ts"], "{ts}");
+    }
+    assert_eq!(count(&app.db).await, 0);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn the_retention_window_is_the_tenants() {
     let (app, token) = app_with_device().await;

@@ -6,10 +6,14 @@
 //! `[from, to)` is widened to whole buckets (`from` rounded down, `to` up), so every
 //! bucket returned covers its full interval, and the same bucket always has the same
 //! value whatever range asked for it.
+//!
+//! `from` and `to` must lie between 0000-01-01T00:00:00Z and 9999-12-31T00:00:00Z
+//! (`toaster_core::telemetry::query`): outside, 422 naming the parameter and the range,
+//! before any arithmetic or SQL sees them.
 
 use spin_sdk::variables;
 use toaster_core::problem::{FieldError, Problem};
-use toaster_core::telemetry::{BatchError, BatchLimits, MAX_FUTURE_MS, parse_batch};
+use toaster_core::telemetry::query::{InstantError, bucket_count, parse_instant, whole_buckets};
 use toaster_platform::query::Query;
 use toaster_platform::time;
 
@@ -196,10 +200,10 @@ impl SeriesQuery {
                 _ => Err("must be null or none"),
             })?
             .unwrap_or(false);
-        let size = bucket.size_ms();
-        let start_ms = from_ms.div_euclid(size) * size;
-        let end_ms =
-            to_ms.div_euclid(size) * size + if to_ms.rem_euclid(size) == 0 { 0 } else { size };
+        // Instants in range widen to instants in range (both ends are UTC midnights and
+        // no bucket is longer than a day): `None` cannot happen, and is still a 422.
+        let (start_ms, end_ms) = whole_buckets(from_ms, to_ms, bucket.size_ms())
+            .ok_or_else(|| out_of_range(&["from", "to"]))?;
         check_buckets(bucket, start_ms, end_ms, max_buckets)?;
         Ok(SeriesQuery {
             bucket,
@@ -215,30 +219,73 @@ impl SeriesQuery {
     }
 }
 
-/// `from` (required) and `to` (default: now), as Unix ms; `from` before `to`.
+/// `from` (required) and `to` (default: now), as Unix ms; `from` before `to`. Not an
+/// instant: 400. An instant outside the range queries may name: 422 naming each such
+/// parameter and the range.
 pub fn take_range(query: &mut Query) -> Result<(i64, i64), Problem> {
-    let from = query
-        .take_parsed("from", parse_instant)?
-        .ok_or_else(|| Problem::bad_request("the query parameter from is required"))?;
-    let to = query
-        .take_parsed("to", parse_instant)?
-        .unwrap_or_else(time::now_ms);
+    let mut outside = Vec::new();
+    let from = take_instant(query, "from", &mut outside)?;
+    let to = take_instant(query, "to", &mut outside)?;
+    if !outside.is_empty() {
+        return Err(out_of_range(&outside));
+    }
+    let from = from.ok_or_else(|| Problem::bad_request("the query parameter from is required"))?;
+    let to = to.unwrap_or_else(time::now_ms);
     if from >= to {
         return Err(Problem::bad_request("from must be before to"));
     }
     Ok((from, to))
 }
 
+/// The instant in parameter `name`, if given and within range. 400 when it is not an
+/// instant; when it is one out of range, `name` goes into `outside` (the 422 names
+/// every such parameter) and the answer is `None`.
+fn take_instant(
+    query: &mut Query,
+    name: &'static str,
+    outside: &mut Vec<&'static str>,
+) -> Result<Option<i64>, Problem> {
+    let Some(text) = query.take(name)? else {
+        return Ok(None);
+    };
+    match parse_instant(&text) {
+        Ok(ms) => Ok(Some(ms)),
+        Err(InstantError::OutOfRange) => {
+            outside.push(name);
+            Ok(None)
+        }
+        Err(InstantError::Format(detail)) => Err(Problem::bad_request(format!(
+            "the query parameter {name} is invalid: {detail}"
+        ))),
+    }
+}
+
+/// 422: the parameters `names` are instants outside the range a query may name.
+fn out_of_range(names: &[&str]) -> Problem {
+    let errors = names
+        .iter()
+        .map(|name| FieldError::new(*name, InstantError::OutOfRange.to_string()))
+        .collect();
+    Problem::unprocessable(errors).with_detail(format!(
+        "the time range is invalid: {} outside 0000-01-01T00:00:00Z to 9999-12-31T00:00:00Z",
+        match names {
+            [one] => format!("{one} is"),
+            _ => format!("{} are", names.join(" and ")),
+        }
+    ))
+}
+
 /// 422 when `[start, end)` holds more than `max` buckets, saying what would fit.
 pub fn check_buckets(bucket: Bucket, start_ms: i64, end_ms: i64, max: u64) -> Result<(), Problem> {
-    let count = u64::try_from((end_ms - start_ms) / bucket.size_ms()).unwrap_or(u64::MAX);
+    let count = bucket_count(start_ms, end_ms, bucket.size_ms());
     if count <= max {
         return Ok(());
     }
-    let span = end_ms - start_ms;
-    let larger = Bucket::ALL
-        .into_iter()
-        .find(|b| u64::try_from(span / b.size_ms()).unwrap_or(u64::MAX) <= max);
+    // The same range widened to a larger bucket: exactly the buckets it would return.
+    let larger = Bucket::ALL.into_iter().find(|b| {
+        whole_buckets(start_ms, end_ms, b.size_ms())
+            .is_some_and(|(start, end)| bucket_count(start, end, b.size_ms()) <= max)
+    });
     let longest = duration_text(
         bucket
             .size_ms()
@@ -294,54 +341,9 @@ pub fn max_buckets() -> u64 {
     }
 }
 
-/// An instant as telemetry timestamps are written: RFC 3339 with a zone, or integer
-/// Unix milliseconds.
-///
-/// The one parser of these lives in `toaster_core::telemetry` and is private to it;
-/// going through [`parse_batch`] with a one-reading body applies exactly its rules
-/// (and messages) without a second copy of them.
-pub fn parse_instant(text: &str) -> Result<i64, String> {
-    let is_integer = {
-        let digits = text.strip_prefix('-').unwrap_or(text);
-        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-    };
-    let ts = if is_integer {
-        text.to_owned()
-    } else {
-        serde_json::to_string(text).map_err(|_| "is not a timestamp".to_owned())?
-    };
-    let body = format!(r#"{{"readings":[{{"metric":"q","ts":{ts},"value":0}}]}}"#);
-    let limits = BatchLimits { max_readings: 1 };
-    match parse_batch(body.as_bytes(), &limits, i64::MAX - MAX_FUTURE_MS, i64::MIN) {
-        Ok(batch) => batch
-            .readings
-            .first()
-            .map(|r| r.ts_ms)
-            .ok_or_else(|| "is not a timestamp".to_owned()),
-        Err(BatchError::Invalid(errors)) => Err(errors
-            .into_iter()
-            .next()
-            .map(|e| e.detail)
-            .unwrap_or_else(|| "is not a timestamp".to_owned())),
-        Err(BatchError::Malformed(_)) => Err(
-            "must be an RFC 3339 date-time or integer milliseconds since the Unix epoch".to_owned(),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn instants_parse_like_telemetry_timestamps() {
-        assert_eq!(parse_instant("1970-01-01T00:01:00Z"), Ok(60_000));
-        assert_eq!(parse_instant("1970-01-01T01:00:00+01:00"), Ok(0));
-        assert_eq!(parse_instant("1795255200123"), Ok(1_795_255_200_123));
-        for bad in ["", "yesterday", "2026-11-21", "1e3", "\"", "12a"] {
-            assert!(parse_instant(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn bucket_limits_name_what_would_fit() {

@@ -26,8 +26,10 @@ pub fn raw(req: &Request, device: &str, metric: &str) -> Result<Response, Proble
     let cursor = query.take_parsed("cursor", parse_cursor)?;
     query.finish()?;
     // Timestamps are whole milliseconds and unique per device and metric, so the page
-    // after the one ending at `cursor` starts a millisecond later.
-    let lower = cursor.map_or(from_ms, |c| c.saturating_add(1).max(from_ms));
+    // after the one ending at `cursor` starts a millisecond later. Kept within
+    // `[from, to]` (at `to` the page is empty): any integer parses as a cursor, and
+    // only instants in range may reach the SQL's millisecond arithmetic.
+    let lower = cursor.map_or(from_ms, |c| c.saturating_add(1).clamp(from_ms, to_ms));
 
     let rows = subject.db.query(
         "SELECT (extract(epoch FROM ts) * 1000)::int8, value, value_is_bool FROM telemetry \
