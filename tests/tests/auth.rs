@@ -1376,3 +1376,54 @@ async fn bodies_are_objects_and_no_field_is_null() {
     assert_eq!(body["expires_in"], 3600);
     app.stop().await;
 }
+
+/// Hardening C: a cursor is one the list returned, or 400. `?cursor=zzzz` (or any
+/// device id) used to answer 200 with the devices "after" it: an empty page that
+/// looks like the end of the list.
+#[tokio::test]
+async fn list_cursors_are_opaque_and_checked() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let key = DeviceKey::ed25519();
+    for id in ["a1", "a2", "a3"] {
+        api.register(&admin, id, &key).await;
+    }
+    let ids = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, page) = send(api.get("/v1/devices?limit=2", &admin)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(&page), ["a1", "a2"]);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    assert_ne!(cursor, "a2", "the cursor is not the bare id");
+    let (status, page) = send(api.get(&format!("/v1/devices?cursor={cursor}"), &admin)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(&page), ["a3"]);
+
+    for path in [
+        "/v1/devices?cursor=zzzz",
+        "/v1/devices?cursor=a1",
+        "/v1/devices?cursor=",
+        "/v1/devices?cursor=%00",
+        "/v1/audit?cursor=zzzz",
+        "/v1/audit?cursor=-1",
+    ] {
+        let (status, problem) = send(api.get(path, &admin)).await;
+        assert_eq!(status, 400, "{path}: {problem}");
+        assert_eq!(problem["type"], "https://toaster.dev/problems/bad-request");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("cursor"), "{path}: {detail}");
+    }
+    // Another list's cursor is not this one's.
+    let (_, audit) = send(api.get("/v1/audit?limit=1", &admin)).await;
+    let audit_cursor = audit["next_cursor"].as_str().unwrap();
+    let (status, _) = send(api.get(&format!("/v1/devices?cursor={audit_cursor}"), &admin)).await;
+    assert_eq!(status, 400);
+    app.stop().await;
+}

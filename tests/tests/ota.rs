@@ -1234,3 +1234,25 @@ async fn bodies_are_objects_at_every_depth_and_no_field_is_null() {
     assert_eq!(count(&app, "SELECT count(*) FROM rollouts").await, 0);
     app.stop().await;
 }
+
+/// Hardening C: every list checks its cursor (400), as the device list now does.
+#[tokio::test]
+async fn list_cursors_are_checked() {
+    let app = TestApp::start().await;
+    let api = Api::new(&app);
+    let admin = api.tenant("acme").await;
+    for path in [
+        "/v1/ota/firmware?cursor=zzzz",
+        "/v1/ota/firmware?cursor=fw_zz",
+        "/v1/ota/rollouts?cursor=zzzz",
+        "/v1/ota/rollouts?cursor=fw_0123456789abcdef",
+    ] {
+        let (status, problem) = send(api.get(path, &admin)).await;
+        assert_eq!(status, 400, "{path}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("cursor"),
+            "{problem}"
+        );
+    }
+    app.stop().await;
+}

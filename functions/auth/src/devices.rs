@@ -22,7 +22,7 @@ use toaster_core::token::Role;
 use toaster_platform::auth;
 use toaster_platform::db::{self, Db, DbValue};
 use toaster_platform::kv::{self, DeviceState, DeviceStatus, LastKnown, LastValue};
-use toaster_platform::query::Query;
+use toaster_platform::query::{self, Query};
 use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
@@ -165,7 +165,11 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
     let status = query.take_parsed("status", |s| {
         DeviceStatus::parse(s).ok_or("must be active, disabled or decommissioned")
     })?;
-    let cursor = query.take_parsed("cursor", DeviceId::parse)?;
+    let cursor = query.take_parsed("cursor", |v| {
+        query::decode_cursor(DEVICE_CURSOR, v)
+            .and_then(|id| DeviceId::parse(&id).ok())
+            .ok_or(query::NOT_A_CURSOR)
+    })?;
     let limit = query.take_limit()?;
     query.finish()?;
 
@@ -196,8 +200,15 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
         .iter()
         .map(|row| DeviceView::from_row(row))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(respond::page(items, limit, |d| Some(d.id.clone())))
+    Ok(respond::page(items, limit, |d| {
+        Some(query::encode_cursor(DEVICE_CURSOR, &d.id))
+    }))
 }
+
+/// The list name in the device list's cursors. The key is the last device id shown,
+/// encoded ([`query::encode_cursor`]) because a bare id is something a client may
+/// write: `?cursor=zzzz` would read as "the devices after zzzz", an empty page.
+const DEVICE_CURSOR: &str = "devices";
 
 /// `GET /v1/devices/{id}`: the registry entry, its keys, and the last-known values
 /// ingest left in the key-value store (`last_seen`, `metrics`).

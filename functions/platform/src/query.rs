@@ -3,7 +3,20 @@
 //!
 //! Parameters a handler does not know are refused with 400 by [`Query::finish`], so a
 //! typo (`?tags=`) is an error rather than a silently unfiltered list.
+//!
+//! # Cursors
+//!
+//! Every list pages by keyset: `next_cursor` names the last item shown, and the next
+//! page starts after it. A cursor is opaque and checked: a value the endpoint could not
+//! have returned is 400 ("not a cursor this endpoint returned"), never an empty page
+//! that looks like the end of the list. Lists whose key has a shape of its own check
+//! that shape (the audit log's sequence numbers, `fw_`/`ro_` ids, the raw readings'
+//! milliseconds). Where the key is something a client may write (a device id), the
+//! cursor is [`encode_cursor`]: base64url of the list's name and the key, so `zzzz` or a
+//! bare device id is refused by [`decode_cursor`] rather than read as "after `zzzz`".
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use toaster_core::problem::Problem;
 
 /// Longest query string read; longer is 400.
@@ -111,6 +124,23 @@ impl Query {
     }
 }
 
+/// The detail of a 400 for a cursor the endpoint did not return.
+pub const NOT_A_CURSOR: &str = "not a cursor this endpoint returned";
+
+/// The opaque cursor naming `key` in the list called `list` (such as `devices`).
+pub fn encode_cursor(list: &str, key: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{list}:{key}"))
+}
+
+/// The key of a cursor [`encode_cursor`] made for `list`; `None` for anything else
+/// (not base64url, another list's, not UTF-8).
+pub fn decode_cursor(list: &str, cursor: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let key = text.strip_prefix(list)?.strip_prefix(':')?;
+    Some(key.to_owned())
+}
+
 fn decode(text: &str) -> Result<String, Problem> {
     let bad = || Problem::bad_request("the query string has an invalid percent-escape");
     let bytes = text.as_bytes();
@@ -170,6 +200,43 @@ mod tests {
         );
         let mut q = Query::parse("erase=yes").unwrap();
         assert_eq!(q.take_bool("erase").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_nothing_else_reads_as_one() {
+        let cursor = encode_cursor("devices", "aa:bb-01");
+        assert!(
+            cursor
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{cursor} needs no escaping in a query string"
+        );
+        assert_eq!(
+            decode_cursor("devices", &cursor).as_deref(),
+            Some("aa:bb-01")
+        );
+        assert_eq!(decode_cursor("firmware", &cursor), None, "another list's");
+        // What used to be taken as "the devices after this id".
+        for raw in ["zzzz", "aa:bb-01", "d1", "", "%%%", "ZGV2aWNlcw"] {
+            assert_eq!(decode_cursor("devices", raw), None, "{raw:?}");
+        }
+        // Base64url of text that is not UTF-8.
+        assert_eq!(decode_cursor("devices", "_-8"), None);
+        let mut q = Query::parse(&format!("cursor={cursor}")).unwrap();
+        let key = q
+            .take_parsed("cursor", |v| {
+                decode_cursor("devices", v).ok_or(NOT_A_CURSOR)
+            })
+            .unwrap();
+        assert_eq!(key.as_deref(), Some("aa:bb-01"));
+        let mut q = Query::parse("cursor=zzzz").unwrap();
+        let problem = q
+            .take_parsed("cursor", |v| {
+                decode_cursor("devices", v).ok_or(NOT_A_CURSOR)
+            })
+            .unwrap_err();
+        assert_eq!(problem.status, 400);
+        assert!(problem.detail.unwrap().contains(NOT_A_CURSOR));
     }
 
     #[test]
