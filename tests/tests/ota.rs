@@ -1256,3 +1256,153 @@ async fn list_cursors_are_checked() {
     }
     app.stop().await;
 }
+
+/// Posts firmware `version` with `url`; the status and body.
+async fn firmware_at(api: &Api<'_>, admin: &str, version: &str, url: &str) -> (StatusCode, Value) {
+    send(api.post(
+        "/v1/ota/firmware",
+        admin,
+        &json!({"model": "t1000", "version": version, "url": url, "sha256": SHA, "size": 10}),
+    ))
+    .await
+}
+
+/// Hardening D: devices fetch firmware inside customers' networks, so by default a
+/// URL must not lead to loopback, private, link-local or other special-purpose
+/// addresses in any spelling, nor to names that resolve inside the device's network.
+#[tokio::test]
+async fn firmware_urls_must_lead_to_the_public_internet_by_default() {
+    let app = TestApp::start().await;
+    let api = Api::new(&app);
+    let admin = api.tenant("acme").await;
+    let cases = [
+        ("https://127.0.0.1/fw.bin", "loopback address (127.0.0.0/8)"),
+        (
+            "https://127.0.0.1:8443/fw.bin",
+            "loopback address (127.0.0.0/8)",
+        ),
+        ("https://[::1]/fw.bin", "loopback address (::1/128)"),
+        (
+            "https://[::ffff:127.0.0.1]/fw.bin",
+            "loopback address (127.0.0.0/8)",
+        ),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "link-local address",
+        ),
+        ("https://10.0.0.1/fw.bin", "private address (10.0.0.0/8)"),
+        (
+            "https://192.168.0.10/fw.bin",
+            "private address (192.168.0.0/16)",
+        ),
+        ("https://[fd00::1]/fw.bin", "unique local (private) address"),
+        ("https://0.0.0.0/fw.bin", "this network"),
+        ("https://0x7f000001/fw.bin", "four decimal numbers"),
+        ("https://2130706433/fw.bin", "four decimal numbers"),
+        ("https://0177.0.0.1/fw.bin", "four decimal numbers"),
+        ("https://127.1/fw.bin", "four decimal numbers"),
+        ("https://%31%32%37.0.0.1/fw.bin", "dot-separated labels"),
+        ("https://localhost/fw.bin", "`localhost`"),
+        ("https://fw.localhost/fw.bin", "`localhost`"),
+        ("https://printer.local/fw.bin", "`.local`"),
+        ("https://metadata.google.internal/fw.bin", "`.internal`"),
+        ("https://fileserver/fw.bin", "single-label"),
+    ];
+    for (i, (url, why)) in cases.iter().enumerate() {
+        let (status, problem) = firmware_at(&api, &admin, &format!("2.0.{i}"), url).await;
+        assert_eq!(status, 422, "{url}: {problem}");
+        assert_eq!(problem["errors"][0]["pointer"], "/url", "{url}: {problem}");
+        let detail = problem["errors"][0]["detail"].as_str().unwrap();
+        assert!(detail.contains(why), "{url}: {detail}");
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM firmware").await, 0);
+    let (status, body) = firmware_at(&api, &admin, "3.0.0", "https://cdn.example.com/a.bin").await;
+    assert_eq!(status, 201, "{body}");
+
+    // Firmware stored before the check (or before the allowance was narrowed) is not
+    // shipped: the rollout is refused at /firmware_id.
+    let old = api.firmware(&admin, "t1000", "1.1.0").await;
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE firmware SET url = 'https://169.254.169.254/fw.bin' WHERE firmware_id = $1",
+            &[&old],
+        )
+        .await
+        .unwrap();
+    let (status, problem) = send(api.post(
+        "/v1/ota/rollouts",
+        &admin,
+        &rollout_body(&old, &[100], 0.5, 1),
+    ))
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["pointer"], "/firmware_id", "{problem}");
+    let detail = problem["errors"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("link-local"), "{detail}");
+    assert_eq!(count(&app, "SELECT count(*) FROM rollouts").await, 0);
+    app.stop().await;
+}
+
+/// Hardening D: `firmware_allowed_private` lets an on-premises deployment name its
+/// private ranges and names; an invalid value allows none (and says so), and never
+/// stops public URLs.
+#[tokio::test]
+async fn an_operator_allows_private_firmware_destinations() {
+    let app = TestApp::start_with(
+        toaster_host::Limits::default(),
+        std::collections::BTreeMap::from([(
+            "firmware_allowed_private".to_owned(),
+            "10.0.0.0/8, .plant.internal".to_owned(),
+        )]),
+    )
+    .await;
+    let api = Api::new(&app);
+    let admin = api.tenant("acme").await;
+    for (version, url) in [
+        ("1.0.0", "https://10.20.30.40/fw.bin"),
+        ("1.0.1", "https://fw.plant.internal/fw.bin"),
+        ("1.0.2", "https://cdn.example.com/fw.bin"),
+    ] {
+        let (status, body) = firmware_at(&api, &admin, version, url).await;
+        assert_eq!(status, 201, "{url}: {body}");
+    }
+    for (version, url, why) in [
+        (
+            "2.0.0",
+            "https://192.168.1.1/fw.bin",
+            "firmware_allowed_private variable",
+        ),
+        ("2.0.1", "https://127.0.0.1/fw.bin", "loopback"),
+        ("2.0.2", "https://fw.other.internal/fw.bin", "`.internal`"),
+        ("2.0.3", "https://012.0.0.1/fw.bin", "four decimal numbers"),
+    ] {
+        let (status, problem) = firmware_at(&api, &admin, version, url).await;
+        assert_eq!(status, 422, "{url}: {problem}");
+        let detail = problem["errors"][0]["detail"].as_str().unwrap();
+        assert!(detail.contains(why), "{url}: {detail}");
+    }
+    app.stop().await;
+
+    let app = TestApp::start_with(
+        toaster_host::Limits::default(),
+        std::collections::BTreeMap::from([(
+            "firmware_allowed_private".to_owned(),
+            "10.0.0.0/8, 192.168.0.0/33".to_owned(),
+        )]),
+    )
+    .await;
+    let api = Api::new(&app);
+    let admin = api.tenant("acme").await;
+    let (status, body) = firmware_at(&api, &admin, "1.0.0", "https://cdn.example.com/a.bin").await;
+    assert_eq!(status, 201, "public URLs are not affected: {body}");
+    let (status, problem) = firmware_at(&api, &admin, "1.0.1", "https://10.0.0.1/a.bin").await;
+    assert_eq!(status, 422, "{problem}");
+    let detail = problem["errors"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("firmware_allowed_private setting is invalid"),
+        "{detail}"
+    );
+    app.stop().await;
+}

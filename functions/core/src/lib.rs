@@ -1,5 +1,5 @@
-//! Toaster's domain: identifiers, tokens, device assertions, telemetry validation and
-//! the problem+json error model.
+//! Toaster's domain: identifiers, tokens, device assertions, telemetry validation,
+//! network addresses as policy sees them, and the problem+json error model.
 //!
 //! Pure functions over values: no spin-sdk, no I/O, no clock reads except where a
 //! function says so (and each of those has a variant that takes the time). Builds
@@ -7,6 +7,7 @@
 
 pub mod assertion;
 pub mod ids;
+pub mod net;
 pub mod ota;
 pub mod problem;
 pub mod telemetry;

@@ -21,12 +21,19 @@
 //!   timed out), once at least `min_reports` exist, a failure share at or above the
 //!   threshold halts the rollout. Computed in integers (parts per million), so "exactly
 //!   the threshold" means exactly.
+//! - **Firmware destinations** ([`check_destination`]): every device of a rollout
+//!   fetches the URL inside its own network, so by default it must lead to the public
+//!   internet: no loopback, private, link-local or other special-purpose address (in
+//!   any spelling), no `localhost`, `.local`, `.internal` or single-label name. An
+//!   operator allows private destinations for on-premises setups
+//!   ([`PrivateDestinations`], the `firmware_allowed_private` variable).
 //! - **Manifests** ([`Manifest`]) are signed with Ed25519 over their canonical bytes:
 //!   the JSON object with its six members in lexicographic order and no whitespace
 //!   (RFC 8785 JCS for this shape).
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -36,6 +43,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::ids::{DeviceId, Model};
+use crate::net::{IpRange, Special, special_use};
 
 /// Why a field of a firmware or rollout is not acceptable. Never repeats the input.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -196,6 +204,19 @@ impl FirmwareUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The host as written: a name, an IPv4 address, or an IPv6 address in brackets.
+    pub fn host(&self) -> &str {
+        let rest = self.0.strip_prefix("https://").unwrap_or(&self.0);
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        if authority.starts_with('[') {
+            authority
+                .find(']')
+                .map_or(authority, |end| &authority[..=end])
+        } else {
+            authority.split(':').next().unwrap_or(authority)
+        }
+    }
 }
 
 /// `https://` authority [path] [`?` query] [`#` fragment], as RFC 3986 writes them.
@@ -312,6 +333,237 @@ macro_rules! string_serde {
 }
 string_serde!(FirmwareUrl);
 string_serde!(Sha256Hex);
+
+// ---------------------------------------------------------------------------------
+// Where firmware may be downloaded from
+
+/// Names that lead into the network of whoever resolves them, by their last labels:
+/// such a URL would send every device of a rollout to something in its own network.
+/// The first four are reserved for that by standards; the rest are names in wide
+/// private use that ICANN has never delegated.
+const LOCAL_NAMES: &[(&str, &str)] = &[
+    (
+        "localhost",
+        "`localhost` or a name under it (loopback, RFC 6761)",
+    ),
+    (
+        "local",
+        "a `.local` name (multicast DNS on the local link, RFC 6762)",
+    ),
+    ("internal", "an `.internal` name (private use)"),
+    ("home.arpa", "a `.home.arpa` name (home networks, RFC 8375)"),
+    ("localdomain", "a `.localdomain` name (private use)"),
+    ("lan", "a `.lan` name (private use)"),
+    ("home", "a `.home` name (private use)"),
+    ("corp", "a `.corp` name (private use)"),
+    ("intranet", "an `.intranet` name (private use)"),
+];
+
+/// Why a firmware URL may not be handed to devices. Never repeats the input.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DestinationError {
+    #[error("must not point at {} ({}): devices would fetch it inside their own network", .0.what, .0.range)]
+    Address(Special),
+    #[error("must not name {0}: devices would resolve it inside their own network")]
+    LocalName(&'static str),
+    #[error(
+        "must not name a single-label host: each device would complete it with its own network's search domain"
+    )]
+    SingleLabel,
+    #[error(
+        "must write an IPv4 address as four decimal numbers without leading zeros (a.b.c.d): clients read other spellings (2130706433, 0x7f000001, 0177.0.0.1, 127.1) as different addresses"
+    )]
+    IpSpelling,
+    #[error(
+        "must name its host in dot-separated labels of letters, digits, hyphens and underscores (clients read percent-encoded and other hosts differently)"
+    )]
+    HostName,
+}
+
+impl DestinationError {
+    /// Whether `firmware_allowed_private` can allow it. Spellings cannot: what they
+    /// point at depends on the client.
+    pub fn is_allowable(&self) -> bool {
+        matches!(
+            self,
+            DestinationError::Address(_)
+                | DestinationError::LocalName(_)
+                | DestinationError::SingleLabel
+        )
+    }
+}
+
+/// Where a firmware URL leads, as far as its spelling tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Destination {
+    Ip(IpAddr),
+    /// Lowercase, without a trailing dot.
+    Name(String),
+}
+
+impl Destination {
+    fn of(url: &FirmwareUrl) -> Result<Destination, DestinationError> {
+        let host = url.host();
+        if let Some(literal) = host.strip_prefix('[') {
+            let literal = literal.strip_suffix(']').unwrap_or(literal);
+            return literal
+                .parse::<Ipv6Addr>()
+                .map(|ip| Destination::Ip(IpAddr::V6(ip)))
+                .map_err(|_| DestinationError::HostName);
+        }
+        let name = host_name(host).ok_or(DestinationError::HostName)?;
+        if !ends_in_number(&name) {
+            return Ok(Destination::Name(name));
+        }
+        // A URL parser reads a host ending in a number as an IPv4 address, in one of
+        // many spellings (WHATWG: decimal, octal, hex, 1 to 4 parts); only the usual
+        // one means the same address to every client.
+        host.parse::<Ipv4Addr>()
+            .map(|ip| Destination::Ip(IpAddr::V4(ip)))
+            .map_err(|_| DestinationError::IpSpelling)
+    }
+}
+
+/// `host` lowercased, without one trailing dot, if it is dot-separated labels of
+/// 1 to 63 letters, digits, `-` and `_`, at most 253 bytes in all.
+fn host_name(host: &str) -> Option<String> {
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (name.len() <= 253 && name.split('.').all(label_ok)).then_some(name)
+}
+
+/// Whether the last label is a number to a URL parser: decimal digits, or `0x` and
+/// hex digits.
+fn ends_in_number(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    match last.strip_prefix("0x") {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+fn local_name(name: &str) -> Option<&'static str> {
+    LOCAL_NAMES.iter().find_map(|&(suffix, what)| {
+        let under = name
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'));
+        under.then_some(what)
+    })
+}
+
+/// The destinations beyond the public internet that firmware URLs may point at: the
+/// `firmware_allowed_private` variable of the `ota` component, entries separated by
+/// commas:
+///
+/// - a CIDR range or one address (`10.0.0.0/8`, `192.168.1.7`, `fd00::/8`);
+/// - a host name (`fw-cache`, `fw.plant.example`), allowed exactly;
+/// - a name suffix (`.plant.internal`), allowing every name under it.
+///
+/// Empty (the default) allows none. An entry may allow anything, loopback included:
+/// listing it is the operator's decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrivateDestinations {
+    ranges: Vec<IpRange>,
+    names: Vec<String>,
+    suffixes: Vec<String>,
+}
+
+/// Why `firmware_allowed_private` does not parse: which entry (from 1), and why.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("entry {index} {reason}")]
+pub struct DestinationsError {
+    pub index: usize,
+    pub reason: String,
+}
+
+impl PrivateDestinations {
+    /// Nothing beyond the public internet.
+    pub const NONE: PrivateDestinations = PrivateDestinations {
+        ranges: Vec::new(),
+        names: Vec::new(),
+        suffixes: Vec::new(),
+    };
+
+    /// The variable's text; empty entries (`a,,b`, a trailing comma) are skipped.
+    /// Any bad entry makes the whole value invalid, so that a typo never allows
+    /// something else than was meant.
+    pub fn parse(text: &str) -> Result<PrivateDestinations, DestinationsError> {
+        let mut allowed = PrivateDestinations::NONE;
+        let entries = text.split(',').map(str::trim).filter(|e| !e.is_empty());
+        for (i, entry) in entries.enumerate() {
+            let bad = |reason: String| DestinationsError {
+                index: i + 1,
+                reason,
+            };
+            if let Some(suffix) = entry.strip_prefix('.') {
+                let suffix = host_name(suffix)
+                    .filter(|s| !s.ends_with('.') && !suffix.ends_with('.'))
+                    .ok_or_else(|| bad("is not a name suffix such as .plant.internal".into()))?;
+                allowed.suffixes.push(suffix);
+            } else if entry.contains([':', '/'])
+                || host_name(entry).is_none_or(|name| ends_in_number(&name))
+            {
+                let range = IpRange::parse(entry).map_err(|e| bad(e.to_string()))?;
+                allowed.ranges.push(range);
+            } else {
+                allowed.names.extend(host_name(entry));
+            }
+        }
+        Ok(allowed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && self.names.is_empty() && self.suffixes.is_empty()
+    }
+
+    fn allows_ip(&self, ip: IpAddr) -> bool {
+        self.ranges.iter().any(|range| range.contains(ip))
+    }
+
+    fn allows_name(&self, name: &str) -> bool {
+        self.names.iter().any(|allowed| allowed == name)
+            || self.suffixes.iter().any(|suffix| {
+                name.strip_suffix(suffix.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'))
+            })
+    }
+}
+
+/// Whether devices may be sent to `url` for firmware: a public destination, or one
+/// `allowed` lists. Judged by the URL's spelling alone (the component cannot resolve
+/// names, and a device would resolve them in its own network anyway): an IP address
+/// in a special-purpose range ([`crate::net::special_use`]), a name under
+/// [`LOCAL_NAMES`] or a single-label name is refused unless allowed; an IPv4 address
+/// in another spelling than `a.b.c.d`, or a host with characters a name has not, is
+/// refused always.
+pub fn check_destination(
+    url: &FirmwareUrl,
+    allowed: &PrivateDestinations,
+) -> Result<(), DestinationError> {
+    match Destination::of(url)? {
+        Destination::Ip(ip) => match special_use(ip) {
+            Some(special) if !allowed.allows_ip(ip) => Err(DestinationError::Address(special)),
+            _ => Ok(()),
+        },
+        Destination::Name(name) => {
+            if allowed.allows_name(&name) {
+                return Ok(());
+            }
+            if let Some(what) = local_name(&name) {
+                return Err(DestinationError::LocalName(what));
+            }
+            if !name.contains('.') {
+                return Err(DestinationError::SingleLabel);
+            }
+            Ok(())
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------
 // Cohorts and stages
@@ -993,6 +1245,203 @@ mod tests {
         assert!(range(">=1.3.0-beta.1, <1.4.0").matches(&v("1.3.0-beta.2")));
         assert!(!range(">=1.3.0-beta.1, <1.4.0").matches(&v("1.3.1-beta.1")));
         assert!(range(">=1.3.0-beta.1, <1.4.0").matches(&v("1.3.1")));
+    }
+
+    fn url(text: &str) -> FirmwareUrl {
+        FirmwareUrl::parse(text).unwrap()
+    }
+
+    fn destination(text: &str, allowed: &PrivateDestinations) -> Result<(), DestinationError> {
+        check_destination(&url(text), allowed)
+    }
+
+    #[test]
+    fn the_host_of_a_url() {
+        assert_eq!(url("https://cdn.example.com/a").host(), "cdn.example.com");
+        assert_eq!(
+            url("https://cdn.example.com:8443?x#y").host(),
+            "cdn.example.com"
+        );
+        assert_eq!(url("https://[::1]:443/a").host(), "[::1]");
+        assert_eq!(url("https://10.0.0.1").host(), "10.0.0.1");
+    }
+
+    #[test]
+    fn public_destinations_are_fine() {
+        let none = PrivateDestinations::NONE;
+        for good in [
+            "https://cdn.example.com/fw.bin",
+            "https://CDN.Example.COM./fw.bin",
+            "https://bucket.s3.amazonaws.com/k?X-Amz-Signature=ab",
+            "https://x.example/a.bin",
+            "https://my_bucket.example.com/a",
+            "https://1e100.net/a",
+            "https://8.8.8.8/fw.bin",
+            "https://[2606:4700::1111]:8443/fw.bin",
+            "https://[::ffff:8.8.8.8]/fw.bin",
+            "https://notlocalhost.example/a",
+            "https://local.example/a",
+            "https://internal.example.com/a",
+        ] {
+            assert_eq!(destination(good, &none), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn loopback_private_and_link_local_destinations_are_refused() {
+        let none = PrivateDestinations::NONE;
+        for (bad, range) in [
+            ("https://127.0.0.1/fw.bin", "127.0.0.0/8"),
+            ("https://127.0.0.1:8443/fw.bin", "127.0.0.0/8"),
+            ("https://[::1]/fw.bin", "::1/128"),
+            ("https://[::]/fw.bin", "::/128"),
+            (
+                "https://169.254.169.254/latest/meta-data/",
+                "169.254.0.0/16",
+            ),
+            ("https://10.0.0.1/fw.bin", "10.0.0.0/8"),
+            ("https://172.20.1.1/fw.bin", "172.16.0.0/12"),
+            ("https://192.168.1.1/fw.bin", "192.168.0.0/16"),
+            ("https://100.100.100.200/fw.bin", "100.64.0.0/10"),
+            ("https://0.0.0.0/fw.bin", "0.0.0.0/8"),
+            ("https://[::ffff:127.0.0.1]/fw.bin", "127.0.0.0/8"),
+            ("https://[::ffff:7f00:1]/fw.bin", "127.0.0.0/8"),
+            ("https://[::ffff:a9fe:a9fe]/fw.bin", "169.254.0.0/16"),
+            ("https://[fe80::1]/fw.bin", "fe80::/10"),
+            ("https://[fd00:ec2::254]/fw.bin", "fc00::/7"),
+            ("https://[64:ff9b::a00:1]/fw.bin", "10.0.0.0/8"),
+            ("https://224.0.0.1/fw.bin", "224.0.0.0/4"),
+            ("https://255.255.255.255/fw.bin", "240.0.0.0/4"),
+        ] {
+            match destination(bad, &none) {
+                Err(DestinationError::Address(special)) => {
+                    assert_eq!(special.range, range, "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let error = destination("https://127.0.0.1/", &none).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "must not point at a loopback address (127.0.0.0/8): devices would fetch it inside their own network"
+        );
+        assert!(error.is_allowable());
+    }
+
+    #[test]
+    fn other_spellings_of_ipv4_addresses_are_refused_always() {
+        let everything = PrivateDestinations::parse("0.0.0.0/0,::/0").unwrap();
+        for bad in [
+            "https://2130706433/fw.bin",
+            "https://0x7f000001/fw.bin",
+            "https://0X7F000001/fw.bin",
+            "https://0177.0.0.1/fw.bin",
+            "https://127.1/fw.bin",
+            "https://127.0.1/fw.bin",
+            "https://0x7f.0.0.1/fw.bin",
+            "https://127.0.0.01/fw.bin",
+            "https://127.0.0.1./fw.bin",
+            "https://1.2.3.4.5/fw.bin",
+            "https://example.0x1/fw.bin",
+            "https://example.123/fw.bin",
+            "https://0x/fw.bin",
+        ] {
+            for allowed in [&PrivateDestinations::NONE, &everything] {
+                let error = destination(bad, allowed).unwrap_err();
+                assert_eq!(error, DestinationError::IpSpelling, "{bad}");
+                assert!(!error.is_allowable());
+            }
+        }
+        for bad in [
+            "https://%31%32%37.0.0.1/fw.bin",
+            "https://localhost%2e/fw.bin",
+            "https://exa!mple.com/fw.bin",
+            "https://a..b/fw.bin",
+            "https://.example.com/fw.bin",
+            "https://example.com../fw.bin",
+        ] {
+            let error = destination(bad, &everything).unwrap_err();
+            assert_eq!(error, DestinationError::HostName, "{bad}");
+        }
+    }
+
+    #[test]
+    fn local_names_are_refused() {
+        let none = PrivateDestinations::NONE;
+        for bad in [
+            "https://localhost/fw.bin",
+            "https://LOCALHOST:8443/fw.bin",
+            "https://localhost./fw.bin",
+            "https://fw.localhost/fw.bin",
+            "https://printer.local/fw.bin",
+            "https://metadata.google.internal/computeMetadata/v1/",
+            "https://nas.home.arpa/fw.bin",
+            "https://localhost.localdomain/fw.bin",
+            "https://fw.lan/fw.bin",
+            "https://fw.corp/fw.bin",
+        ] {
+            assert!(
+                matches!(destination(bad, &none), Err(DestinationError::LocalName(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            destination("https://fileserver/fw.bin", &none),
+            Err(DestinationError::SingleLabel)
+        );
+        let error = destination("https://fw.local/", &none).unwrap_err();
+        assert!(error.to_string().contains("`.local`"), "{error}");
+    }
+
+    #[test]
+    fn an_operator_allows_private_destinations() {
+        let allowed = PrivateDestinations::parse(
+            " 10.0.0.0/8, 192.168.1.7 ,fd00::/8,fw-cache, fw.plant.example,.plant.internal,",
+        )
+        .unwrap();
+        for good in [
+            "https://10.1.2.3/fw.bin",
+            "https://[::ffff:10.1.2.3]/fw.bin",
+            "https://192.168.1.7/fw.bin",
+            "https://[fd12::1]/fw.bin",
+            "https://fw-cache/fw.bin",
+            "https://FW-CACHE./fw.bin",
+            "https://fw.plant.example/fw.bin",
+            "https://a.b.plant.internal/fw.bin",
+        ] {
+            assert_eq!(destination(good, &allowed), Ok(()), "{good}");
+        }
+        for bad in [
+            "https://192.168.1.8/fw.bin",
+            "https://127.0.0.1/fw.bin",
+            "https://[fe80::1]/fw.bin",
+            "https://other-cache/fw.bin",
+            "https://plant.internal/fw.bin",
+            "https://x.other.internal/fw.bin",
+            "https://localhost/fw.bin",
+        ] {
+            assert!(destination(bad, &allowed).is_err(), "{bad}");
+        }
+        assert!(PrivateDestinations::parse("").unwrap().is_empty());
+        assert!(PrivateDestinations::parse(" , ").unwrap().is_empty());
+        for (bad, index) in [
+            ("10.0.0.0/33", 1),
+            ("10.0.0.0/8,10.0.0.1/8", 2),
+            ("10.0.0.0/8;192.168.0.0/16", 1),
+            ("0x7f000001", 1),
+            ("127.1", 1),
+            ("a,b c", 2),
+            (".", 1),
+            (".x..y", 1),
+            ("fw/cache", 1),
+        ] {
+            let error = PrivateDestinations::parse(bad).unwrap_err();
+            assert_eq!(error.index, index, "{bad}: {error}");
+            assert!(
+                error.to_string().starts_with(&format!("entry {index} ")),
+                "{error}"
+            );
+        }
     }
 
     #[test]

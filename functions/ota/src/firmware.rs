@@ -1,12 +1,19 @@
 //! Firmware releases (admin): create, list, read. Immutable once created: there is no
 //! update or delete, so a rollout always ships exactly what was reviewed. The version
 //! (without build metadata) is unique per (tenant, model).
+//!
+//! The URL must lead where every device may be sent ([`check_url`]): by default the
+//! public internet only, plus what the deployment's `firmware_allowed_private` lists.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use spin_sdk::http::{Request, Response};
+use spin_sdk::variables;
 use toaster_core::ids::Model;
-use toaster_core::ota::{FirmwareUrl, FirmwareVersion, Sha256Hex};
+use toaster_core::ota::{
+    DestinationError, FirmwareUrl, FirmwareVersion, PrivateDestinations, Sha256Hex,
+    check_destination,
+};
 use toaster_core::problem::{FieldError, Problem};
 use toaster_core::token::Role;
 use toaster_platform::auth;
@@ -19,6 +26,9 @@ use crate::audit;
 /// Largest firmware image, 64 GiB: a bound against nonsense, not a policy.
 pub const MAX_SIZE: u64 = 1 << 36;
 pub const MAX_NOTES: usize = 4096;
+/// The variable listing the private destinations firmware URLs may point at
+/// ([`PrivateDestinations`]); empty by default.
+pub const ALLOWED_PRIVATE_VARIABLE: &str = "firmware_allowed_private";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +91,8 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
             format!("must be at most {MAX_NOTES} characters"),
         )]));
     }
+    check_url(&new.url)
+        .map_err(|detail| Problem::unprocessable(vec![FieldError::new("/url", detail)]))?;
     let id = crate::new_id("fw_")?;
     let db = Db::open()?;
     db.transaction(|db| {
@@ -130,6 +142,54 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     let mut response = respond::json(201, &view);
     response.set_header("location", format!("/v1/ota/firmware/{id}"));
     Ok(response)
+}
+
+/// Whether devices may be sent to `url` ([`check_destination`]); the reason, for a
+/// 422, if not. `firmware_allowed_private` is read only for a URL that is not public,
+/// so the common case costs no call into the host.
+pub fn check_url(url: &FirmwareUrl) -> Result<(), String> {
+    let Err(refused) = check_destination(url, &PrivateDestinations::NONE) else {
+        return Ok(());
+    };
+    if !refused.is_allowable() {
+        return Err(refused.to_string());
+    }
+    match allowed_private() {
+        Some(allowed) => check_destination(url, &allowed).map_err(|e| allow_hint(&e)),
+        None => Err(format!(
+            "{refused}; the deployment's {ALLOWED_PRIVATE_VARIABLE} setting is invalid, so no \
+             private destination is allowed until an operator fixes it"
+        )),
+    }
+}
+
+fn allow_hint(refused: &DestinationError) -> String {
+    if refused.is_allowable() {
+        format!(
+            "{refused}; an operator can allow private destinations with the \
+             {ALLOWED_PRIVATE_VARIABLE} variable"
+        )
+    } else {
+        refused.to_string()
+    }
+}
+
+/// The deployment's `firmware_allowed_private`: none if the variable is not granted
+/// to the component; `None` (logged on every use, never a 5xx) if it does not parse.
+/// An invalid value allows nothing rather than part of what was meant, and public
+/// URLs are not affected.
+fn allowed_private() -> Option<PrivateDestinations> {
+    let Ok(text) = variables::get(ALLOWED_PRIVATE_VARIABLE) else {
+        return Some(PrivateDestinations::NONE);
+    };
+    PrivateDestinations::parse(&text)
+        .inspect_err(|e| {
+            eprintln!(
+                "ota: {ALLOWED_PRIVATE_VARIABLE} = {text:?} is invalid: {e}; \
+                 no private firmware destination is allowed until it is fixed"
+            )
+        })
+        .ok()
 }
 
 /// `GET /v1/ota/firmware?model=&limit=&cursor=`, ordered by id.

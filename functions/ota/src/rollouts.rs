@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use spin_sdk::http::{Request, Response};
 use toaster_core::ids::{Channel, Tag, TenantId};
 use toaster_core::ota::{
-    HaltRule, RolloutAction, RolloutPosition, RolloutState, Stages, Tally, VersionRange,
-    apply_action,
+    FirmwareUrl, HaltRule, RolloutAction, RolloutPosition, RolloutState, Stages, Tally,
+    VersionRange, apply_action,
 };
 use toaster_core::problem::{FieldError, Problem};
 use toaster_core::token::Role;
@@ -75,6 +75,20 @@ fn invalid(pointer: &str, detail: impl Into<String>) -> Problem {
     Problem::unprocessable(vec![FieldError::new(pointer, detail)])
 }
 
+/// The firmware's URL checked again as firmware creation checks it: firmware stored
+/// before the check existed, or before `firmware_allowed_private` was narrowed, is
+/// not shipped to a fleet (422 at `/firmware_id`).
+fn check_firmware_url(stored: &str) -> Result<(), Problem> {
+    let url = FirmwareUrl::parse(stored).map_err(|e| {
+        invalid(
+            "/firmware_id",
+            format!("the firmware's URL is no longer accepted: it {e}"),
+        )
+    })?;
+    crate::firmware::check_url(&url)
+        .map_err(|detail| invalid("/firmware_id", format!("the firmware's URL {detail}")))
+}
+
 /// `POST /v1/ota/rollouts`
 pub fn create(req: &Request) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Admin])?;
@@ -113,7 +127,7 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     let db = Db::open()?;
     db.transaction(|db| {
         let firmware = db.query(
-            "SELECT model, version FROM firmware WHERE tenant_id = $1 AND firmware_id = $2",
+            "SELECT model, version, url FROM firmware WHERE tenant_id = $1 AND firmware_id = $2",
             &[db::text(tenant.as_str()), db::text(new.firmware_id.as_str())],
         )?;
         let Some(row) = firmware.rows.first() else {
@@ -121,6 +135,7 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
         };
         let model: String = db::column(row, 0)?;
         let version: String = db::column(row, 1)?;
+        check_firmware_url(&db::column::<String>(row, 2)?)?;
         db.try_execute(
             "INSERT INTO rollouts (tenant_id, rollout_id, firmware_id, model, channel, tags, \
              version_range, stages, threshold_ppm, min_reports, report_timeout_secs, created_by) \
