@@ -31,8 +31,14 @@
 //! Every statement [`Db::query`] / [`Db::try_query`] sends is rewritten so that it never
 //! yields zero rows on the wire, and the rows are given back without the marker: Spin
 //! 4.0.0–4.0.2 never answer a `query` whose statement yields none ([`zero_rows`]).
+//!
+//! The same versions report an error raised while a query's rows stream (a unique
+//! violation in `INSERT … RETURNING`, a row no partition accepts) as
+//! `query-failed(text(…))` holding the printed `db-error`, not as `db-error` itself;
+//! [`Db::try_query`] turns it back into one ([`recover_db_error`]), so call sites see
+//! the SQLSTATE on every host.
 
-use spin_sdk::pg4::{Connection, Decode, ParameterValue, PgError, QueryError, RowSet};
+use spin_sdk::pg4::{Connection, DbError, Decode, ParameterValue, PgError, QueryError, RowSet};
 use spin_sdk::variables;
 use toaster_core::problem::Problem;
 
@@ -98,6 +104,7 @@ impl Db {
         self.conn
             .query(&zero_rows::wrap(sql), params)
             .map(zero_rows::unwrap)
+            .map_err(recover_db_error)
     }
 
     /// Runs a statement and returns the interface's error as is.
@@ -130,6 +137,38 @@ impl Db {
             }
         }
     }
+}
+
+/// `error` with a `db-error` recovered from its text when Spin 4.0.x printed one into
+/// `query-failed(text(…))` (see the module's "Spin compatibility"); anything else as is.
+pub fn recover_db_error(error: PgError) -> PgError {
+    let PgError::QueryFailed(QueryError::Text(text)) = &error else {
+        return error;
+    };
+    match printed_sqlstate(text) {
+        Some(code) => PgError::QueryFailed(QueryError::DbError(DbError {
+            as_text: text.clone(),
+            severity: "ERROR".to_owned(),
+            code: code.to_owned(),
+            message: text.clone(),
+            detail: None,
+            extras: Vec::new(),
+        })),
+        None => error,
+    }
+}
+
+/// The SQLSTATE in the printed form of a `db-error` record (`… code: "23505", …`).
+fn printed_sqlstate(text: &str) -> Option<&str> {
+    text.match_indices("code: \"").find_map(|(at, marker)| {
+        let code = text.get(at + marker.len()..at + marker.len() + 5)?;
+        let closed = text[at + marker.len() + 5..].starts_with('"');
+        (closed
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+        .then_some(code)
+    })
 }
 
 /// 503 (with `Retry-After`) when the database is unreachable, else a 500. Either way
@@ -248,4 +287,39 @@ pub fn opt_text(value: Option<impl Into<String>>) -> ParameterValue {
 /// A `jsonb` parameter.
 pub fn jsonb(value: &serde_json::Value) -> ParameterValue {
     ParameterValue::Jsonb(serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Spin 4.0.2 sends for a unique violation raised while rows stream: the
+    /// printed `error` (wasmtime's Debug of the interface's types) as text.
+    const SPIN_TEXT: &str = r#"QueryFailed(DbError(DbError { as-text: "db error: ERROR: duplicate key value violates unique constraint \"devices_pkey\"", severity: "ERROR", code: "23505", message: "duplicate key value violates unique constraint \"devices_pkey\"", detail: Some("Key (tenant_id, device_id)=(acme, d1) already exists."), extras: [] }))"#;
+
+    #[test]
+    fn a_db_error_printed_into_text_gets_its_sqlstate_back() {
+        let error = recover_db_error(PgError::QueryFailed(QueryError::Text(SPIN_TEXT.into())));
+        assert_eq!(sqlstate(&error), Some(UNIQUE_VIOLATION));
+        assert!(!is_unavailable(&error));
+        let gone = "QueryFailed(DbError(DbError { as-text: \"x\", severity: \"FATAL\", code: \"57P01\", message: \"terminating\" }))";
+        let error = recover_db_error(PgError::QueryFailed(QueryError::Text(gone.into())));
+        assert!(is_unavailable(&error), "a shutdown is still 503");
+    }
+
+    #[test]
+    fn other_texts_and_errors_are_left_alone() {
+        for text in [
+            "query result exceeds limit of 52428800 bytes",
+            "code: \"2350\"",
+            "code: \"23505",
+            "code: \"ab123\"",
+            "",
+        ] {
+            let error = recover_db_error(PgError::QueryFailed(QueryError::Text(text.into())));
+            assert_eq!(sqlstate(&error), None, "{text}");
+        }
+        let error = recover_db_error(PgError::ConnectionFailed("refused".into()));
+        assert!(matches!(error, PgError::ConnectionFailed(_)));
+    }
 }
