@@ -1,6 +1,6 @@
 //! Readings, and the bounded buffer they wait in until a flush sends them.
 //!
-//! A reading is checked when it is made (metric name, finite value), because one bad
+//! A reading is checked when it is made (metric name, a value within ±[`MAX_ABS_VALUE`]), because one bad
 //! reading makes the server refuse its whole batch. The buffer holds at most its
 //! capacity: a full buffer refuses the reading ([`TelemetryBuffer::try_push`]) or
 //! makes the caller wait for room ([`TelemetryBuffer::push`]); it never grows. A
@@ -19,6 +19,11 @@ use tokio::sync::Notify;
 /// The longest metric name the server accepts.
 pub const MAX_METRIC_LEN: usize = 128;
 
+/// The largest magnitude of a reading's number the server accepts (its telemetry
+/// schema's `minimum`/`maximum`): far beyond any measurement, and small enough that no
+/// number of readings can overflow a rollup's sum (docs/aggregation.md).
+pub const MAX_ABS_VALUE: f64 = 1e100;
+
 /// A reading that cannot be sent.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ReadingError {
@@ -26,8 +31,8 @@ pub enum ReadingError {
         "metric {0:?} must be one to four dot-separated lowercase identifiers, such as temp_c or motor.rpm"
     )]
     Metric(String),
-    #[error("a reading's value must be a finite number")]
-    NotFinite,
+    #[error("a reading's value must be a finite number from -1e100 to 1e100")]
+    ValueOutOfRange,
     #[error("a reading's timestamp must be milliseconds after the Unix epoch")]
     Timestamp,
 }
@@ -81,9 +86,10 @@ impl Reading {
         }
         let value = value.into();
         if let ReadingValue::Number(n) = value
-            && !n.is_finite()
+            && !(n.abs() <= MAX_ABS_VALUE)
         {
-            return Err(ReadingError::NotFinite);
+            // NaN compares false too.
+            return Err(ReadingError::ValueOutOfRange);
         }
         Ok(Reading {
             metric: metric.to_owned(),
@@ -302,12 +308,22 @@ mod tests {
     }
 
     #[test]
-    fn values_must_be_finite_and_times_after_1970() {
-        assert_eq!(Reading::new("x", 0, f64::NAN), Err(ReadingError::NotFinite));
-        assert_eq!(
-            Reading::new("x", 0, f64::INFINITY),
-            Err(ReadingError::NotFinite)
-        );
+    fn values_must_be_within_1e100_and_times_after_1970() {
+        for bad in [
+            f64::NAN,
+            f64::INFINITY,
+            -f64::INFINITY,
+            1.0000001e100,
+            -f64::MAX,
+        ] {
+            assert_eq!(
+                Reading::new("x", 0, bad),
+                Err(ReadingError::ValueOutOfRange),
+                "{bad}"
+            );
+        }
+        assert!(Reading::new("x", 0, 1e100).is_ok());
+        assert!(Reading::new("x", 0, -1e100).is_ok());
         assert_eq!(Reading::new("x", -1, 1.0), Err(ReadingError::Timestamp));
         assert!(Reading::new("x", 0, true).is_ok());
     }
