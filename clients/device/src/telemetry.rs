@@ -86,9 +86,8 @@ impl Reading {
         }
         let value = value.into();
         if let ReadingValue::Number(n) = value
-            && !(n.abs() <= MAX_ABS_VALUE)
+            && (n.is_nan() || n.abs() > MAX_ABS_VALUE)
         {
-            // NaN compares false too.
             return Err(ReadingError::ValueOutOfRange);
         }
         Ok(Reading {
