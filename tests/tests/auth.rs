@@ -1427,3 +1427,227 @@ async fn list_cursors_are_opaque_and_checked() {
     assert_eq!(status, 400);
     app.stop().await;
 }
+
+/// Waits, if need be, until the current minute has at least `needed` seconds left, so
+/// that a run of attempts counted in one 60 s window (they are aligned to the clock's
+/// minutes) does not straddle two.
+async fn within_one_minute(needed: u64) {
+    let into = now() % 60;
+    if into + needed > 60 {
+        tokio::time::sleep(std::time::Duration::from_secs(60 - into)).await;
+    }
+}
+
+/// The parts of a 429 that every throttled answer has.
+async fn assert_throttled(response: reqwest::Response, window_secs: u64, detail: &str) {
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=window_secs).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "https://toaster.dev/problems/rate-limited");
+    let text = problem["detail"].as_str().unwrap();
+    assert!(text.contains(detail), "{text}");
+}
+
+/// Hardening E: refused attempts at the two endpoints without a token are throttled
+/// per client address (default 60 per 60 s), before the database is touched, and the
+/// budget lives in the key-value store (shared by replicas).
+#[tokio::test]
+async fn refused_attempts_without_a_token_are_throttled_per_address() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let key = DeviceKey::es256();
+    api.register(&admin, "d1", &key).await;
+    let (status, claim) = send(api.post(
+        "/v1/claims",
+        &admin,
+        &json!({"model": "t1000", "quota": 5, "expires_in_secs": 600}),
+    ))
+    .await;
+    assert_eq!(status, 201);
+    let token = claim["claim_token"].as_str().unwrap().to_owned();
+    let provision = |device: &str, claim_token: &str| {
+        app.http()
+            .post(app.url("/v1/provision"))
+            .json(&json!({"claim_token": claim_token, "device_id": device, "public_key": key.public_pem}))
+            .send()
+    };
+
+    within_one_minute(30).await;
+    // 60 refusals, half guessed claim tokens, half logins of devices nobody has; each
+    // names another credential, so only the address's budget is spent.
+    for i in 0..60 {
+        let status = if i % 2 == 0 {
+            provision(&format!("g{i}"), &format!("tclaim_guess{i}"))
+                .await
+                .unwrap()
+                .status()
+        } else {
+            api.exchange(&key.sign(&claims("acme", &format!("ghost-{i}"))))
+                .await
+                .0
+        };
+        assert_eq!(status, 401, "attempt {i}");
+    }
+    // Now even valid attempts from this address wait, and the database is not asked.
+    let response = app
+        .http()
+        .post(app.url("/v1/auth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("grant_type", GRANT),
+            ("assertion", &key.sign(&claims("acme", "d1"))),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_throttled(response, 60, "from this address").await;
+    let response = provision("d2", &token).await.unwrap();
+    assert_throttled(response, 60, "from this address").await;
+    assert_eq!(count(&app, "SELECT used::int8 FROM claims").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM devices").await, 1);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM used_assertions").await,
+        0,
+        "the login never reached the database"
+    );
+
+    // The count is the store's: one key for the address, not one per window.
+    let kv = app.host.kv();
+    let window = kv
+        .get_json("default", "fail:addr:127.0.0.1")
+        .expect("the address's window");
+    assert_eq!(window["count"], 60, "{window}");
+    kv.delete("default", "fail:addr:127.0.0.1");
+    assert_eq!(provision("d2", &token).await.unwrap().status(), 201);
+    api.login("acme", "d1", &key).await;
+    app.stop().await;
+}
+
+/// Hardening E: refusals naming one claim token or one device are throttled across
+/// addresses, whether or not the token or device exists (so a 429 tells nothing), and
+/// another claim or device is not slowed.
+#[tokio::test]
+async fn refused_attempts_are_throttled_per_claim_token_and_device() {
+    let app = TestApp::start_with(
+        Limits::default(),
+        BTreeMap::from([
+            (
+                "unauthenticated_failure_rate_limit".to_owned(),
+                "1000/3600s".to_owned(),
+            ),
+            (
+                "credential_failure_rate_limit".to_owned(),
+                "3/3600s".to_owned(),
+            ),
+        ]),
+    )
+    .await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let (key, other_key) = (DeviceKey::es256(), DeviceKey::ed25519());
+    api.register(&admin, "d1", &key).await;
+    api.register(&admin, "d2", &other_key).await;
+
+    // Three logins of d1 signed with another key; then d1's own is refused too.
+    for _ in 0..3 {
+        assert_eq!(
+            api.exchange(&other_key.sign(&claims("acme", "d1"))).await.0,
+            401
+        );
+    }
+    let throttled = |assertion: String| {
+        app.http()
+            .post(app.url("/v1/auth/token"))
+            .json(&json!({"grant_type": GRANT, "assertion": assertion}))
+            .send()
+    };
+    let response = throttled(key.sign(&claims("acme", "d1"))).await.unwrap();
+    assert_throttled(response, 3600, "for this device").await;
+    api.login("acme", "d2", &other_key).await;
+    // A device nobody has is throttled alike.
+    for _ in 0..3 {
+        assert_eq!(
+            api.exchange(&key.sign(&claims("acme", "ghost"))).await.0,
+            401
+        );
+    }
+    let response = throttled(key.sign(&claims("acme", "ghost"))).await.unwrap();
+    assert_throttled(response, 3600, "for this device").await;
+
+    // A used-up claim token: three refusals, then 429; another claim still works.
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let (status, claim) = send(api.post(
+            "/v1/claims",
+            &admin,
+            &json!({"model": "t1000", "quota": 1, "expires_in_secs": 600}),
+        ))
+        .await;
+        assert_eq!(status, 201);
+        tokens.push(claim["claim_token"].as_str().unwrap().to_owned());
+    }
+    let (spent, fresh) = (&tokens[0], &tokens[1]);
+    let provision = |device: &str, token: &str| {
+        app.http()
+            .post(app.url("/v1/provision"))
+            .json(&json!({"claim_token": token, "device_id": device, "public_key": key.public_pem}))
+            .send()
+    };
+    assert_eq!(provision("p0", spent).await.unwrap().status(), 201);
+    for i in 1..=3 {
+        let status = provision(&format!("p{i}"), spent).await.unwrap().status();
+        assert_eq!(status, 401);
+    }
+    let response = provision("p4", spent).await.unwrap();
+    assert_throttled(response, 3600, "with this claim token").await;
+    assert_eq!(provision("q0", fresh).await.unwrap().status(), 201);
+    app.stop().await;
+}
+
+/// Hardening E, the trade-off: successes are not counted, so a fleet provisioning and
+/// logging in many devices from one gateway address is never slowed by the default
+/// (here 80 devices, 160 attempts, from 127.0.0.1), even with a few refusals mixed in.
+#[tokio::test]
+async fn a_fleet_behind_one_address_is_not_throttled() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let (status, claim) = send(api.post(
+        "/v1/claims",
+        &admin,
+        &json!({"model": "t1000", "quota": 100, "expires_in_secs": 600}),
+    ))
+    .await;
+    assert_eq!(status, 201);
+    let token = claim["claim_token"].as_str().unwrap().to_owned();
+    for i in 0..80 {
+        let key = DeviceKey::ed25519();
+        let device = format!("fleet-{i:03}");
+        let (status, body) = send(app.http().post(app.url("/v1/provision")).json(&json!({
+            "claim_token": token, "device_id": device, "public_key": key.public_pem,
+        })))
+        .await;
+        assert_eq!(status, 201, "{device}: {body}");
+        api.login("acme", &device, &key).await;
+        if i % 10 == 0 {
+            // A device resending after a lost answer: refused, and counted.
+            let (status, _) = send(app.http().post(app.url("/v1/provision")).json(&json!({
+                "claim_token": token, "device_id": device, "public_key": key.public_pem,
+            })))
+            .await;
+            assert_eq!(status, 409);
+        }
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM devices").await, 80);
+    app.stop().await;
+}

@@ -10,6 +10,10 @@
 //! serialises on the claim's row; the loser re-reads `used` and matches nothing. If
 //! the insert then fails (the device id is taken), the transaction rolls back and the
 //! unit is not spent.
+//!
+//! Provisioning takes no token, so its refusals are throttled per client address and
+//! per claim token ([`toaster_platform::throttle`]); successes never count, so a fleet
+//! behind one gateway is not slowed.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,6 +25,7 @@ use toaster_core::token::Role;
 use toaster_platform::auth;
 use toaster_platform::db::{self, Db};
 use toaster_platform::kv::DeviceStatus;
+use toaster_platform::throttle::{Credential, Throttle};
 use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
@@ -163,8 +168,16 @@ struct Provisioned {
     audience: &'static str,
 }
 
-/// `POST /v1/provision`
+/// `POST /v1/provision`. Throttled ([`toaster_platform::throttle`]): refused attempts
+/// count against the client's address and the claim token's bucket, and either over
+/// its budget is 429 before the database is touched.
 pub fn provision(req: &Request) -> Result<Response, Problem> {
+    let mut throttle = Throttle::start(req)?;
+    let outcome = provision_throttled(req, &mut throttle);
+    throttle.finish(outcome)
+}
+
+fn provision_throttled(req: &Request, throttle: &mut Throttle) -> Result<Response, Problem> {
     let request: Provision = body::json(req)?;
     let key = devices::parse_key("/public_key", &request.public_key)?;
     let refused =
@@ -174,6 +187,7 @@ pub fn provision(req: &Request) -> Result<Response, Problem> {
     {
         return Err(refused());
     }
+    throttle.credential(Credential::Claim(&request.claim_token))?;
     let hash = secrets::claim_token_hash(&request.claim_token);
 
     let db = Db::open()?;

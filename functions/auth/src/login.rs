@@ -19,6 +19,12 @@
 //!    [`ACCESS_TOKEN_TTL_SECS`].
 //!
 //! Every refusal in 1–3 and 5 is the same 401 body; the reason goes to the log only.
+//!
+//! Before step 1 touches the database, the attempt is throttled
+//! ([`toaster_platform::throttle`]): refusals from the client's address, and refusals
+//! naming the claimed device's bucket, each have a budget; over either, 429. The
+//! bucket counts whether or not the device exists, so the 429 says nothing about that
+//! either.
 
 use std::time::Duration;
 
@@ -33,6 +39,7 @@ use toaster_platform::auth::{self, RateLimit};
 use toaster_platform::db::{self, Db};
 use toaster_platform::kv::DeviceStatus;
 use toaster_platform::query::Query;
+use toaster_platform::throttle::{Credential, Throttle};
 use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
@@ -85,14 +92,23 @@ fn refuse_because(tenant: &str, device: &str, why: &str) -> Problem {
     refused()
 }
 
-/// `POST /v1/auth/token`
+/// `POST /v1/auth/token`. Throttled ([`toaster_platform::throttle`]): refusals count
+/// against the client's address and the claimed device's bucket, and either over its
+/// budget is 429 before the database is touched.
 pub fn exchange(req: &Request) -> Result<Response, Problem> {
+    let mut throttle = Throttle::start(req)?;
+    let outcome = exchange_throttled(req, &mut throttle);
+    throttle.finish(outcome)
+}
+
+fn exchange_throttled(req: &Request, throttle: &mut Throttle) -> Result<Response, Problem> {
     let assertion = read_assertion(req)?;
     let claimed = peek_assertion(&assertion).map_err(|e| {
         eprintln!("auth: login refused: {:?}", e.rejection());
         refused()
     })?;
     let (tenant, device) = (claimed.iss, claimed.sub);
+    throttle.credential(Credential::Device(&tenant, &device))?;
     let now = time::now_secs();
 
     let db = Db::open()?;

@@ -296,33 +296,61 @@ impl RateLimit {
     /// From the `device_rate_limit` variable; [`RateLimit::DEFAULT`] if it is not
     /// granted, and (logged) if it does not parse.
     pub fn from_variable() -> RateLimit {
-        match variables::get(RATE_LIMIT_VARIABLE) {
+        RateLimit::from_named(RATE_LIMIT_VARIABLE, RateLimit::DEFAULT)
+    }
+
+    /// From the variable `name`: `default` if it is not granted, and (logged) if it
+    /// does not parse. A bad value never fails a request.
+    pub fn from_named(name: &str, default: RateLimit) -> RateLimit {
+        match variables::get(name) {
             Ok(text) => RateLimit::parse(&text).unwrap_or_else(|| {
-                eprintln!("auth: {RATE_LIMIT_VARIABLE} must look like 600/60s; using the default");
-                RateLimit::DEFAULT
+                eprintln!(
+                    "auth: {name} must look like 600/60s; using the default {}/{}s",
+                    default.requests, default.window_secs
+                );
+                default
             }),
-            Err(_) => RateLimit::DEFAULT,
+            Err(_) => default,
         }
     }
 
     /// Counts one request at `now_secs` against `current`: the window to store, or
     /// the seconds until the client may retry.
     pub fn decide(&self, current: Option<RateWindow>, now_secs: u64) -> Result<RateWindow, u32> {
-        let window_secs = u64::from(self.window_secs);
-        let window = now_secs / window_secs;
-        let count = match current {
+        match self.retry_after(current, now_secs) {
+            Some(retry_after) => Err(retry_after),
+            None => Ok(self.counted(current, now_secs)),
+        }
+    }
+
+    /// The seconds until the end of the window if `current` has spent the budget at
+    /// `now_secs`; `None` while there is budget left. Counts nothing: for limits that
+    /// count only some outcomes ([`crate::throttle`]).
+    pub fn retry_after(&self, current: Option<RateWindow>, now_secs: u64) -> Option<u32> {
+        let window = now_secs / u64::from(self.window_secs);
+        if Self::count_in(current, window) < self.requests {
+            return None;
+        }
+        let window_end = (window + 1) * u64::from(self.window_secs);
+        let retry_after = window_end.saturating_sub(now_secs).max(1);
+        Some(u32::try_from(retry_after).unwrap_or(u32::MAX))
+    }
+
+    /// `current` with one more request counted at `now_secs`: a new window once the
+    /// stored one has ended.
+    pub fn counted(&self, current: Option<RateWindow>, now_secs: u64) -> RateWindow {
+        let window = now_secs / u64::from(self.window_secs);
+        RateWindow {
+            window,
+            count: Self::count_in(current, window).saturating_add(1),
+        }
+    }
+
+    fn count_in(current: Option<RateWindow>, window: u64) -> u32 {
+        match current {
             Some(current) if current.window == window => current.count,
             _ => 0,
-        };
-        if count >= self.requests {
-            let window_end = (window + 1) * window_secs;
-            let retry_after = window_end.saturating_sub(now_secs).max(1);
-            return Err(u32::try_from(retry_after).unwrap_or(u32::MAX));
         }
-        Ok(RateWindow {
-            window,
-            count: count + 1,
-        })
     }
 }
 
@@ -435,6 +463,47 @@ mod tests {
                 count: 1
             })
         );
+    }
+
+    #[test]
+    fn a_limit_can_be_checked_and_counted_apart() {
+        let limit = RateLimit {
+            requests: 2,
+            window_secs: 60,
+        };
+        assert_eq!(limit.retry_after(None, 120), None);
+        let one = limit.counted(None, 120);
+        assert_eq!(
+            one,
+            RateWindow {
+                window: 2,
+                count: 1
+            }
+        );
+        assert_eq!(
+            limit.retry_after(Some(one), 121),
+            None,
+            "checking counts nothing"
+        );
+        let two = limit.counted(Some(one), 130);
+        assert_eq!(two.count, 2);
+        assert_eq!(limit.retry_after(Some(two), 170), Some(10));
+        // Counting goes on past the budget (a refusal counted while over it).
+        assert_eq!(limit.counted(Some(two), 171).count, 3);
+        // A new window starts from zero.
+        assert_eq!(limit.retry_after(Some(two), 180), None);
+        assert_eq!(
+            limit.counted(Some(two), 180),
+            RateWindow {
+                window: 3,
+                count: 1
+            }
+        );
+        let full = RateWindow {
+            window: 3,
+            count: u32::MAX,
+        };
+        assert_eq!(limit.counted(Some(full), 181).count, u32::MAX);
     }
 
     #[test]

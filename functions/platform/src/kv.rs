@@ -12,11 +12,22 @@
 //! | `last:{tenant}:{device}` | [`LastKnown`]: `{"last_seen_ms": i64, "metrics": {name: {"ts_ms": i64, "value": number\|bool}}}` | `ingest` | `auth` (`GET /v1/devices/{id}`) |
 //! | `rate:{tenant}:{device}` | [`RateWindow`]: `{"window": u64, "count": u32}` | [`crate::auth`] | [`crate::auth`] |
 //! | `ota:{tenant}` | the tenant's active rollouts: `{"built_ms": i64, "rollouts": [{"id", "model", "channel", "versions", "percent": u8, "version"}]}` | `ota` (its check, on a miss or an entry older than 10 s; deleted after every committed rollout change) | `ota` (`GET /v1/ota/check`) |
+//! | `fail:addr:{client}` | [`RateWindow`]: refused attempts at `POST /v1/provision` and `POST /v1/auth/token` from one client address (`203.0.113.7`, or an IPv6 `/64` such as `2001:db8:1:2::/64`, [`toaster_core::net::client_key`]) | [`crate::throttle`] | [`crate::throttle`] |
+//! | `fail:claim:{bucket}` | [`RateWindow`]: refused provisioning attempts with claim tokens in one of 65,536 buckets (4 hex digits of SHA-256 of the token) | [`crate::throttle`] | [`crate::throttle`] |
+//! | `fail:device:{bucket}` | [`RateWindow`]: refused logins naming a (tenant, device) in one of 65,536 buckets | [`crate::throttle`] | [`crate::throttle`] |
 //!
 //! Identifiers are ASCII without `:` in tenants, so `{tenant}:` always ends at the
 //! first colon. One key per device (not per window): Spin's key-value interface has no
 //! expiry, so per-window keys would pile up forever; one key per device is bounded and
 //! is what erasure deletes ([`device_keys`]).
+//!
+//! The `fail:` keys are bounded the same way: one per client address that was ever
+//! refused (an IPv6 client gets one per `/64`, not one per address), and at most 65,536
+//! each for claims and devices. Those two are buckets of a hash, not one key per token
+//! or per device named, because the endpoints take tokens and device ids nobody has
+//! checked yet: a key per name would let anyone grow the store without limit, and a key
+//! only for names that exist would let a 429 tell which do. They are never deleted
+//! (their values are a window number and a count); a wiped store only resets the counts.
 //!
 //! Read-modify-write is not atomic (the interface has no compare-and-swap): two
 //! concurrent requests of the same device may both read the old value. So nothing
@@ -30,6 +41,7 @@ use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 pub use spin_sdk::key_value::{Error as KvError, Store};
 
 use spin_sdk::key_value::Error;
@@ -51,6 +63,35 @@ pub fn last_key(tenant: &TenantId, device: &DeviceId) -> String {
 /// `rate:{tenant}:{device}`: the device's current [`RateWindow`].
 pub fn rate_key(tenant: &TenantId, device: &DeviceId) -> String {
     format!("rate:{tenant}:{device}")
+}
+
+/// `fail:addr:{client}`: refused unauthenticated attempts of one client address, as
+/// [`toaster_core::net::client_key`] writes it.
+pub fn failed_address_key(client: &str) -> String {
+    format!("fail:addr:{client}")
+}
+
+/// `fail:claim:{bucket}`: refused provisioning attempts with `token`'s bucket.
+pub fn failed_claim_key(token: &str) -> String {
+    format!("fail:claim:{}", bucket(&["claim", token]))
+}
+
+/// `fail:device:{bucket}`: refused logins naming the device's bucket. Not among
+/// [`device_keys`]: the bucket is shared, and holds nothing of the device.
+pub fn failed_device_key(tenant: &TenantId, device: &DeviceId) -> String {
+    format!(
+        "fail:device:{}",
+        bucket(&["device", tenant.as_str(), device.as_str()])
+    )
+}
+
+/// How many buckets the `fail:claim:` and `fail:device:` keys spread over.
+pub const FAILURE_BUCKETS: u32 = 1 << 16;
+
+/// The first two bytes of SHA-256 of `parts` joined by NUL, as 4 hex digits.
+fn bucket(parts: &[&str]) -> String {
+    let digest = Sha256::digest(parts.join("\0").as_bytes());
+    format!("{:02x}{:02x}", digest[0], digest[1])
 }
 
 /// Every key that holds state of one device: what erasure deletes.
@@ -208,6 +249,30 @@ mod tests {
         assert_eq!(device_key(&t, &d), "device:acme:aa:bb:cc");
         assert_eq!(last_key(&t, &d), "last:acme:aa:bb:cc");
         assert_eq!(rate_key(&t, &d), "rate:acme:aa:bb:cc");
+        assert_eq!(failed_address_key("203.0.113.7"), "fail:addr:203.0.113.7");
+    }
+
+    #[test]
+    fn failure_buckets_are_bounded_and_stable() {
+        let t = TenantId::parse("acme").unwrap();
+        let key = failed_device_key(&t, &DeviceId::parse("d1").unwrap());
+        let bucket = key.strip_prefix("fail:device:").unwrap();
+        assert_eq!(bucket.len(), 4);
+        assert!(bucket.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(key, failed_device_key(&t, &DeviceId::parse("d1").unwrap()));
+        // "acme" + "d1" is not "acm" + "ed1".
+        let other = TenantId::parse("acm").unwrap();
+        assert_ne!(
+            key,
+            failed_device_key(&other, &DeviceId::parse("ed1").unwrap())
+        );
+        let claim = failed_claim_key("tclaim_abc");
+        assert!(claim.starts_with("fail:claim:") && claim.len() == "fail:claim:".len() + 4);
+        // Many names spread over the buckets rather than piling into a few.
+        let buckets: std::collections::BTreeSet<String> = (0..2000)
+            .map(|i| failed_claim_key(&format!("tclaim_{i}")))
+            .collect();
+        assert!(buckets.len() > 1900, "{}", buckets.len());
     }
 
     #[test]

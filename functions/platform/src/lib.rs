@@ -12,6 +12,8 @@
 //! - [`db`]: the `db_url` PostgreSQL connection, its errors as problems (503 when
 //!   unreachable), transactions, typed row values;
 //! - [`kv`]: every key-value key and the shape of its value;
+//! - [`throttle`]: the budgets of refused attempts at the endpoints without a token,
+//!   per client address and per claim token or device;
 //! - [`time`]: the clock and RFC 3339 output.
 //!
 //! A handler reads: `authenticate` → `body::json` → `core` → `db`/`kv` → `respond`,
@@ -24,4 +26,5 @@ pub mod kv;
 pub mod query;
 pub mod respond;
 pub mod serve;
+pub mod throttle;
 pub mod time;
