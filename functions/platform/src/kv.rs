@@ -12,7 +12,7 @@
 //! | `last:{tenant}:{device}` | [`LastKnown`]: `{"last_seen_ms": i64, "metrics": {name: {"ts_ms": i64, "value": number\|bool}}}` | `ingest` | `auth` (`GET /v1/devices/{id}`) |
 //! | `rate:{tenant}:{device}` | [`RateWindow`]: `{"window": u64, "count": u32}` | [`crate::auth`] | [`crate::auth`] |
 //! | `ota:{tenant}` | the tenant's active rollouts: `{"built_ms": i64, "rollouts": [{"id", "model", "channel", "versions", "percent": u8, "version"}]}` | `ota` (its check, on a miss or an entry older than 10 s; deleted after every committed rollout change) | `ota` (`GET /v1/ota/check`) |
-//! | `fail:addr:{client}` | [`RateWindow`]: refused attempts at `POST /v1/provision` and `POST /v1/auth/token` from one client address (`203.0.113.7`, or an IPv6 `/64` such as `2001:db8:1:2::/64`, [`toaster_core::net::client_key`]) | [`crate::throttle`] | [`crate::throttle`] |
+//! | `fail:addr:{bucket}` | [`RateWindow`]: refused attempts at `POST /v1/provision` and `POST /v1/auth/token` from client addresses in one of 1,048,576 buckets (5 hex digits of SHA-256 of the address, or of an IPv6 client's `/64`: [`toaster_core::net::client_key`]) | [`crate::throttle`] | [`crate::throttle`] |
 //! | `fail:claim:{bucket}` | [`RateWindow`]: refused provisioning attempts with claim tokens in one of 65,536 buckets (4 hex digits of SHA-256 of the token) | [`crate::throttle`] | [`crate::throttle`] |
 //! | `fail:device:{bucket}` | [`RateWindow`]: refused logins naming a (tenant, device) in one of 65,536 buckets | [`crate::throttle`] | [`crate::throttle`] |
 //!
@@ -21,13 +21,16 @@
 //! expiry, so per-window keys would pile up forever; one key per device is bounded and
 //! is what erasure deletes ([`device_keys`]).
 //!
-//! The `fail:` keys are bounded the same way: one per client address that was ever
-//! refused (an IPv6 client gets one per `/64`, not one per address), and at most 65,536
-//! each for claims and devices. Those two are buckets of a hash, not one key per token
-//! or per device named, because the endpoints take tokens and device ids nobody has
-//! checked yet: a key per name would let anyone grow the store without limit, and a key
-//! only for names that exist would let a 429 tell which do. They are never deleted
-//! (their values are a window number and a count); a wiped store only resets the counts.
+//! The `fail:` keys are bounded the same way: buckets of a hash, at most 1,048,576 for
+//! client addresses and 65,536 each for claims and devices, not one key per address,
+//! token or device named. The endpoints take addresses, tokens and device ids nobody
+//! has checked yet: a key per name would let anyone grow the store without limit (an
+//! IPv6 attacker has millions of `/64`s), and a key only for names that exist would let
+//! a 429 tell which do. A bucket holds no address either, only a window number and a
+//! count, so nothing identifying is kept although the keys are never deleted. Two
+//! addresses share a bucket's budget with a chance of one in a million; to lock out a
+//! given gateway, an attacker would need about a million addresses each refused 60
+//! times. A wiped store only resets the counts.
 //!
 //! Read-modify-write is not atomic (the interface has no compare-and-swap): two
 //! concurrent requests of the same device may both read the old value. So nothing
@@ -65,11 +68,21 @@ pub fn rate_key(tenant: &TenantId, device: &DeviceId) -> String {
     format!("rate:{tenant}:{device}")
 }
 
-/// `fail:addr:{client}`: refused unauthenticated attempts of one client address, as
-/// [`toaster_core::net::client_key`] writes it.
+/// `fail:addr:{bucket}`: refused unauthenticated attempts of the client addresses in
+/// `client`'s bucket (`client` as [`toaster_core::net::client_key`] writes it).
 pub fn failed_address_key(client: &str) -> String {
-    format!("fail:addr:{client}")
+    let digest = Sha256::digest(format!("addr\0{client}").as_bytes());
+    // 20 bits: ADDRESS_BUCKETS.
+    format!(
+        "fail:addr:{:02x}{:02x}{:x}",
+        digest[0],
+        digest[1],
+        digest[2] >> 4
+    )
 }
+
+/// How many buckets the `fail:addr:` keys spread over.
+pub const ADDRESS_BUCKETS: u32 = 1 << 20;
 
 /// `fail:claim:{bucket}`: refused provisioning attempts with `token`'s bucket.
 pub fn failed_claim_key(token: &str) -> String {
@@ -249,7 +262,16 @@ mod tests {
         assert_eq!(device_key(&t, &d), "device:acme:aa:bb:cc");
         assert_eq!(last_key(&t, &d), "last:acme:aa:bb:cc");
         assert_eq!(rate_key(&t, &d), "rate:acme:aa:bb:cc");
-        assert_eq!(failed_address_key("203.0.113.7"), "fail:addr:203.0.113.7");
+        let key = failed_address_key("203.0.113.7");
+        let bucket = key.strip_prefix("fail:addr:").unwrap();
+        assert_eq!(bucket.len(), 5, "20 bits");
+        assert!(bucket.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(!key.contains("203.0.113.7"), "no address kept: {key}");
+        assert_eq!(key, failed_address_key("203.0.113.7"));
+        let buckets: std::collections::BTreeSet<String> = (0..2000)
+            .map(|i| failed_address_key(&format!("198.51.{}.{}", i / 256, i % 256)))
+            .collect();
+        assert!(buckets.len() > 1990, "{}", buckets.len());
     }
 
     #[test]
