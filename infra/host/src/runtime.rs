@@ -114,6 +114,14 @@ impl Runtime {
         pool.table_keep_resident(1 << 20);
         pool.decommit_batch_size(32);
         pool.pagemap_scan(wasmtime::Enabled::Auto);
+        // Each request runs on a fiber stack from the pool; without zeroing, every page a
+        // request touched stays resident for good, so a burst of concurrent requests
+        // (or one deeply recursing guest) left its stacks' memory behind after the load
+        // was gone. Zeroing keeps the top 16 KiB resident (memset) and gives the rest
+        // back: after a burst at most `max_concurrent_requests` x 16 KiB of stacks stay.
+        // Its cost and effect: BENCHMARKS.md, "Hardening".
+        config.async_stack_zeroing(true);
+        pool.async_stack_keep_resident(16 << 10);
         // The components export and import wasi:http 0.2 only: no component-model
         // async. Without the concurrency machinery a Store is smaller and every host
         // call skips its task bookkeeping (measured: 15-20% of a trivial request).

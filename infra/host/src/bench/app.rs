@@ -158,6 +158,15 @@ impl AppUnderTest {
             .context("restarting the app")
     }
 
+    /// The application variables the app is served with (for another runtime serving
+    /// the same app, database and keys).
+    pub fn variables(&self) -> &BTreeMap<String, String> {
+        match &self.spec {
+            ServeSpec::Host { variables, .. } => variables,
+            _ => unreachable!("the app is served by a host"),
+        }
+    }
+
     pub fn admin_token(&self) -> anyhow::Result<String> {
         let tenant =
             toaster_core::ids::TenantId::parse(&self.tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -271,16 +280,16 @@ pub async fn token_exchange(
     Ok(m)
 }
 
-/// `GET /v1/auth/me` with `token`: verification inside the component.
+/// `GET /v1/auth/me` with `token` against `target`: verification inside the component.
 pub async fn verify_in_component(
-    app: &AppUnderTest,
+    target: Endpoint,
     token: String,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Measurement> {
     let auth = format!("Bearer {token}");
     load_with(
-        app.endpoint(),
+        target,
         connections,
         duration,
         Arc::new(move |_, _| {
@@ -366,9 +375,9 @@ fn batch_readings(
     })
 }
 
-/// Ingest through the app: one device per connection, batches of `size`.
+/// Ingest through the app at `target`: one device per connection, batches of `size`.
 pub async fn ingest_http(
-    app: &AppUnderTest,
+    target: Endpoint,
     tokens: &[String],
     size: usize,
     connections: usize,
@@ -377,7 +386,7 @@ pub async fn ingest_http(
 ) -> anyhow::Result<Measurement> {
     let tokens: Arc<Vec<String>> = Arc::new(tokens.iter().map(|t| format!("Bearer {t}")).collect());
     load_with(
-        app.endpoint(),
+        target,
         connections,
         duration,
         Arc::new(move |conn, seq| {

@@ -34,9 +34,11 @@ use crate::{database, localpg};
 
 pub mod aggregate;
 pub mod app;
+pub mod hardening;
 pub mod ota;
 pub mod server;
 pub mod soak;
+pub mod spin;
 pub mod usage;
 
 use server::{ServeSpec, ServerProcess};
@@ -44,6 +46,9 @@ use usage::{CpuClock, CpuShare};
 
 /// Every scenario, in the order `toaster bench` runs them.
 pub const SCENARIOS: [&str; 6] = ["host", "auth", "ota", "ingest", "aggregate", "soak"];
+/// Scenarios run only when asked for: `spin` needs a Spin binary (`--spin-bin`);
+/// `hardening` idles a minute to see memory come back.
+pub const OPTIONAL_SCENARIOS: [&str; 2] = ["spin", "hardening"];
 
 /// Where load goes: a server's address on 127.0.0.1 and, when it is a child
 /// process, its pid (for its CPU time and memory).
@@ -515,9 +520,18 @@ pub struct BenchArgs {
     /// Seconds (or e.g. 10s) per measurement point.
     #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
     pub duration: Duration,
-    /// Scenarios to run: host, auth, ota, ingest, aggregate, soak (repeatable; default all).
+    /// Scenarios to run: host, auth, ota, ingest, aggregate, soak (repeatable; default
+    /// all of these), spin (the same app on our host and on Spin; needs --spin-bin),
+    /// hardening (the host under a stalled-body attack; memory after a burst).
     #[arg(long = "scenario")]
     pub scenarios: Vec<String>,
+    /// The `spin` binary the spin scenario compares with (e.g. Spin 4.0.2 built from source).
+    #[arg(long)]
+    pub spin_bin: Option<PathBuf>,
+    /// Spin scenario: also run Spin with its key-value store in this Redis database
+    /// (e.g. redis://127.0.0.1:6379/13; keys of the benchmark's tenant are written there).
+    #[arg(long)]
+    pub spin_redis: Option<String>,
     /// Admin URL of a PostgreSQL server for a scratch database; default 127.0.0.1:5432 if it answers, else a local cluster under .toaster/.
     #[arg(long, env = "TOASTER_BENCH_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -561,10 +575,26 @@ pub async fn command(args: BenchArgs) -> anyhow::Result<()> {
         args.scenarios.clone()
     };
     for s in &scenarios {
-        if !SCENARIOS.contains(&s.as_str()) {
-            bail!("unknown scenario {s:?}: choose {}", SCENARIOS.join(", "));
+        if !SCENARIOS.contains(&s.as_str()) && !OPTIONAL_SCENARIOS.contains(&s.as_str()) {
+            bail!(
+                "unknown scenario {s:?}: choose {}, {}",
+                SCENARIOS.join(", "),
+                OPTIONAL_SCENARIOS.join(", ")
+            );
         }
     }
+    let spin_bin = match (&args.spin_bin, scenarios.iter().any(|s| s == "spin")) {
+        (Some(path), true) => {
+            anyhow::ensure!(
+                path.is_file(),
+                "--spin-bin {}: no such file",
+                path.display()
+            );
+            Some(path.canonicalize()?)
+        }
+        (None, true) => bail!("the spin scenario needs --spin-bin PATH (a spin binary)"),
+        (_, false) => None,
+    };
     anyhow::ensure!(args.soak_rate > 0, "--soak-rate must be at least 1");
     anyhow::ensure!(
         !args.soak_every.is_zero() && args.soak_every <= args.soak_duration,
@@ -601,6 +631,8 @@ pub async fn command(args: BenchArgs) -> anyhow::Result<()> {
         admin_url,
         ingest_batches: args.ingest_batches.clone(),
         ingest_connections: args.ingest_connections.clone(),
+        spin_bin,
+        spin_redis: args.spin_redis.clone(),
         soak: soak::SoakOptions {
             rate: args.soak_rate,
             duration: args.soak_duration,
@@ -664,6 +696,14 @@ fn command_line(args: &BenchArgs, scenarios: &[String]) -> String {
             .collect();
         command.push_str(&format!(" --ingest-connections {}", c.join(",")));
     }
+    if let Some(spin) = &args.spin_bin
+        && scenarios.iter().any(|s| s == "spin")
+    {
+        command.push_str(&format!(" --spin-bin {}", spin.display()));
+        if let Some(redis) = &args.spin_redis {
+            command.push_str(&format!(" --spin-redis {redis}"));
+        }
+    }
     if scenarios.iter().any(|s| s == "soak") {
         command.push_str(&format!(
             " --soak-rate {} --soak-duration {}s --soak-every {}s --soak-batch {}",
@@ -702,6 +742,10 @@ pub struct BenchOptions {
     pub ingest_batches: Vec<usize>,
     /// Concurrent devices for the ingest scenario.
     pub ingest_connections: Vec<usize>,
+    /// The Spin binary of the spin scenario.
+    pub spin_bin: Option<PathBuf>,
+    /// A Redis database for Spin's key-value store, in a second Spin run.
+    pub spin_redis: Option<String>,
     pub soak: soak::SoakOptions,
 }
 
@@ -770,9 +814,17 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
         let s = host_scenario(&opts.workspace, d).await?;
         report.add("host", host_table(&s), started);
     }
-    if !["auth", "ingest", "ota", "aggregate", "soak"]
-        .iter()
-        .any(|s| wants(s))
+    if ![
+        "auth",
+        "ingest",
+        "ota",
+        "aggregate",
+        "soak",
+        "spin",
+        "hardening",
+    ]
+    .iter()
+    .any(|s| wants(s))
     {
         return Ok(report);
     }
@@ -850,6 +902,30 @@ async fn app_scenarios(
         let body = soak::soak(app, &opts.soak).await?;
         report.add("soak", body, started);
     }
+    if wants("hardening") {
+        eprintln!("bench hardening: stalled bodies, connection caps, memory after a burst");
+        let started = Instant::now();
+        app.fresh_server().await?;
+        let body = hardening::hardening(app, d).await?;
+        report.add("hardening", body, started);
+    }
+    if let (true, Some(spin_bin)) = (wants("spin"), &opts.spin_bin) {
+        eprintln!(
+            "bench spin: the same app on our host and on {}",
+            spin_bin.display()
+        );
+        let started = Instant::now();
+        app.fresh_server().await?;
+        let body = spin::spin_comparison(
+            &opts.workspace,
+            app,
+            spin_bin,
+            opts.spin_redis.as_deref(),
+            d,
+        )
+        .await?;
+        report.add("spin", body, started);
+    }
     Ok(())
 }
 
@@ -865,9 +941,9 @@ async fn auth(app: &app::AppUnderTest, d: Duration) -> anyhow::Result<String> {
     let mut all = vec![exchange.clone()];
     for c in [1usize, 16] {
         let n = load_with(native.endpoint(), c, d, bearer_get("/v1/auth/me", &admin)).await?;
-        let t = app::verify_in_component(app, admin.clone(), c, d).await?;
+        let t = app::verify_in_component(app.endpoint(), admin.clone(), c, d).await?;
         table.push_str(&row("admin token", 1.0, &n, &t));
-        let td = app::verify_in_component(app, device.clone(), c, d).await?;
+        let td = app::verify_in_component(app.endpoint(), device.clone(), c, d).await?;
         table.push_str(&row(
             "device token (+ revocation, rate limit)",
             1.0,
@@ -931,8 +1007,15 @@ async fn ingest(opts: &BenchOptions, app: &app::AppUnderTest) -> anyhow::Result<
                 base,
             )
             .await?;
-            let t =
-                app::ingest_http(app, &tokens[..connections], size, connections, d, base).await?;
+            let t = app::ingest_http(
+                app.endpoint(),
+                &tokens[..connections],
+                size,
+                connections,
+                d,
+                base,
+            )
+            .await?;
             table.push_str(&format!(
                 "| {size} | {connections} | {:.0} | {:.0} | {:.2} | {:.0} | {} µs | {} µs | {} µs | {} µs | {} | {} |\n",
                 n.rps() * size as f64,

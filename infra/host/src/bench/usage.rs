@@ -152,6 +152,12 @@ pub fn rss(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS").map(|k| k * 1024)
 }
 
+/// Resident anonymous memory of process `pid` now (RssAnon: heap, stacks, wasm
+/// memories; not the binary's and the compiled components' file-backed pages), in bytes.
+pub fn rss_anon(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon").map(|k| k * 1024)
+}
+
 /// The most resident memory process `pid` has had (VmHWM), in bytes.
 pub fn peak_rss(pid: u32) -> Option<u64> {
     status_kib(pid, "VmHWM").map(|k| k * 1024)
