@@ -7,19 +7,24 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// The problem+json document.
+fn body(status: u16, kind: &str, title: &str, detail: &str) -> String {
+    serde_json::json!({
+        "type": format!("https://toaster.dev/problems/{kind}"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    })
+    .to_string()
+}
+
 pub fn response(
     status: u16,
     kind: &str,
     title: &str,
     detail: &str,
 ) -> http::Response<HyperOutgoingBody> {
-    let body = serde_json::json!({
-        "type": format!("https://toaster.dev/problems/{kind}"),
-        "title": title,
-        "status": status,
-        "detail": detail,
-    })
-    .to_string();
+    let body = body(status, kind, title, detail);
     let mut resp = http::Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
@@ -133,13 +138,7 @@ pub fn raw(
     detail: &str,
     retry_after: Option<u32>,
 ) -> Vec<u8> {
-    let body = serde_json::json!({
-        "type": format!("https://toaster.dev/problems/{kind}"),
-        "title": title,
-        "status": status,
-        "detail": detail,
-    })
-    .to_string();
+    let body = body(status, kind, title, detail);
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())

@@ -16,9 +16,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::app::AppUnderTest;
+use super::Endpoint;
+use super::app::{self, AppUnderTest};
 use super::usage::{mib, rss, rss_anon};
-use super::{Endpoint, Measurement, load_with};
 
 /// Stalled connections the attacker keeps open.
 const STALLED: usize = 300;
@@ -63,24 +63,6 @@ async fn attacker(target: Endpoint, i: usize, stop: Arc<AtomicBool>, refused: Ar
     }
 }
 
-/// `GET /v1/auth/me` with `token` over one connection for `duration`.
-async fn me(target: Endpoint, token: &str, duration: Duration) -> anyhow::Result<Measurement> {
-    let auth = format!("Bearer {token}");
-    load_with(
-        target,
-        1,
-        duration,
-        Arc::new(move |_, _| {
-            http::Request::get("/v1/auth/me")
-                .header(http::header::HOST, "127.0.0.1")
-                .header("authorization", auth.as_str())
-                .body(Full::new(Bytes::new()))
-                .expect("request")
-        }),
-    )
-    .await
-}
-
 /// Sends `BURST` fleet queries at once (one connection each); how many got 200.
 async fn burst(app: &AppUnderTest, token: &str) -> anyhow::Result<(usize, usize)> {
     let now = std::time::SystemTime::now()
@@ -123,8 +105,8 @@ async fn burst(app: &AppUnderTest, token: &str) -> anyhow::Result<(usize, usize)
 pub async fn hardening(app: &AppUnderTest, duration: Duration) -> anyhow::Result<String> {
     let target = app.endpoint();
     let admin = app.admin_token()?;
-    me(target, &admin, Duration::from_millis(500)).await?;
-    let alone = me(target, &admin, duration).await?;
+    app::verify_in_component(target, admin.clone(), 1, Duration::from_millis(500)).await?;
+    let alone = app::verify_in_component(target, admin.clone(), 1, duration).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let refused = Arc::new(AtomicU64::new(0));
@@ -133,7 +115,7 @@ pub async fn hardening(app: &AppUnderTest, duration: Duration) -> anyhow::Result
         attackers.spawn(attacker(target, i, stop.clone(), refused.clone()));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let attacked = me(target, &admin, duration).await?;
+    let attacked = app::verify_in_component(target, admin.clone(), 1, duration).await?;
     stop.store(true, Ordering::Relaxed);
     while attackers.join_next().await.is_some() {}
     let refusals = refused.load(Ordering::Relaxed);
