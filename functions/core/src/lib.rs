@@ -1,11 +1,13 @@
 //! Toaster's domain: identifiers, tokens, device assertions, telemetry validation,
-//! network addresses as policy sees them, and the problem+json error model.
+//! network addresses as policy sees them, the problem+json error model, and the
+//! deployment's variables and their parsers (`config`).
 //!
 //! Pure functions over values: no spin-sdk, no I/O, no clock reads except where a
 //! function says so (and each of those has a variant that takes the time). Builds
 //! natively and for `wasm32-wasip2`; the components and the host both depend on it.
 
 pub mod assertion;
+pub mod config;
 pub mod ids;
 pub mod net;
 pub mod ota;
