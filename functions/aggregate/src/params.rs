@@ -11,7 +11,6 @@
 //! (`toaster_core::telemetry::query`): outside, 422 naming the parameter and the range,
 //! before any arithmetic or SQL sees them.
 
-use spin_sdk::variables;
 use toaster_core::problem::{FieldError, Problem};
 use toaster_core::telemetry::query::{InstantError, bucket_count, parse_instant, whole_buckets};
 use toaster_platform::query::Query;
@@ -19,8 +18,6 @@ use toaster_platform::time;
 
 /// The variable bounding the buckets one query may return.
 pub const MAX_BUCKETS_VARIABLE: &str = "max_query_buckets";
-/// `max_query_buckets` when the variable is not set.
-pub const DEFAULT_MAX_BUCKETS: u64 = 1500;
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 60 * MINUTE_MS;
@@ -325,20 +322,12 @@ fn duration_text(ms: i64) -> String {
     parts.join(" ")
 }
 
-/// `max_query_buckets`; the default when not granted, and (logged) when unusable.
-pub fn max_buckets() -> u64 {
-    let Ok(text) = variables::get(MAX_BUCKETS_VARIABLE) else {
-        return DEFAULT_MAX_BUCKETS;
-    };
-    match text.trim().parse::<u64>() {
-        Ok(value) if value > 0 => value,
-        _ => {
-            eprintln!(
-                "aggregate: variable {MAX_BUCKETS_VARIABLE} must be a positive integer; using {DEFAULT_MAX_BUCKETS}"
-            );
-            DEFAULT_MAX_BUCKETS
-        }
-    }
+/// `max_query_buckets`: spin.toml's default when not granted; a bad value is a 500
+/// naming it ([`toaster_platform::config::get`]).
+pub fn max_buckets() -> Result<u64, Problem> {
+    toaster_platform::config::get(MAX_BUCKETS_VARIABLE, |text| {
+        toaster_core::config::count(text).map(u64::from)
+    })
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub fn device(
     let subject = crate::device_subject(req, device)?;
     let metric = crate::metric_in_path(metric)?;
     let mut query = Query::parse(req.query())?;
-    let series = SeriesQuery::take(&mut query, params::max_buckets())?;
+    let series = SeriesQuery::take(&mut query, params::max_buckets()?)?;
     query.finish()?;
 
     let scope = Scope::Device(subject.device.as_str());
@@ -64,7 +64,7 @@ pub fn fleet(req: &Request, metric: &str) -> Result<spin_sdk::http::Response, Pr
     let model = query.take_parsed("model", Model::parse)?;
     let channel = query.take_parsed("channel", Channel::parse)?;
     let tag = query.take_parsed("tag", Tag::parse)?;
-    let series = SeriesQuery::take(&mut query, params::max_buckets())?;
+    let series = SeriesQuery::take(&mut query, params::max_buckets()?)?;
     query.finish()?;
 
     let filters = json!({"model": model, "channel": channel, "tag": tag});

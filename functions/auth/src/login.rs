@@ -151,7 +151,7 @@ fn exchange_throttled(req: &Request, throttle: &mut Throttle) -> Result<Response
         ),
     };
 
-    auth::check_rate(&RateLimit::from_variable(), &tenant, &device, now)?;
+    auth::check_rate(&RateLimit::from_variable()?, &tenant, &device, now)?;
     if !record_jti(
         &db,
         &tenant,

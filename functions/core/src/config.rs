@@ -280,10 +280,7 @@ pub fn manifest_signing_key(text: &str) -> Result<ManifestSigner, String> {
 /// out); requests at least 1, the window from 1 s to [`MAX_WINDOW_SECS`].
 pub fn rate_limit(text: &str) -> Result<Rate, String> {
     let form = "it takes <requests>/<seconds>s, such as 600/60s";
-    let (requests, window) = text
-        .trim()
-        .split_once('/')
-        .ok_or_else(|| form.to_owned())?;
+    let (requests, window) = text.trim().split_once('/').ok_or_else(|| form.to_owned())?;
     let window = window.trim();
     let window = window.strip_suffix('s').unwrap_or(window);
     let number = |t: &str| {
@@ -367,8 +364,18 @@ mod tests {
         assert_eq!(rate_limit(" 5 / 1 "), Ok(rate(5, 1)));
         assert_eq!(rate_limit("1/86400s"), Ok(rate(1, 86_400)));
         for bad in [
-            "", "lots", "600", "0/60s", "600/0s", "600/60m", "-1/60s", "+1/60s", "600/86401s",
-            "1/-5s", "99999999999/60s", "1.5/60s",
+            "",
+            "lots",
+            "600",
+            "0/60s",
+            "600/0s",
+            "600/60m",
+            "-1/60s",
+            "+1/60s",
+            "600/86401s",
+            "1/-5s",
+            "99999999999/60s",
+            "1.5/60s",
         ] {
             let err = rate_limit(bad).unwrap_err();
             assert!(err.contains("<requests>/<seconds>s"), "{bad}: {err}");
@@ -383,7 +390,16 @@ mod tests {
         assert_eq!(byte_size("1MiB"), Ok(1 << 20));
         assert_eq!(byte_size("64 KiB"), Ok(64 << 10));
         assert_eq!(byte_size("1GiB"), Ok(1 << 30));
-        for bad in ["", "0", "-5", "lots", "1MB", "2GiB", "1e6", "99999999999999999999"] {
+        for bad in [
+            "",
+            "0",
+            "-5",
+            "lots",
+            "1MB",
+            "2GiB",
+            "1e6",
+            "99999999999999999999",
+        ] {
             assert!(byte_size(bad).unwrap_err().contains("1 GiB"), "{bad}");
         }
         assert_eq!(count("1500"), Ok(1500));
@@ -406,13 +422,20 @@ mod tests {
                    MC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n\
                    -----END PRIVATE KEY-----\n";
         assert!(manifest_signing_key(pem).is_ok());
-        for bad in ["", "short", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"] {
+        for bad in [
+            "",
+            "short",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+        ] {
             let err = manifest_signing_key(bad).err().unwrap();
             assert!(err.contains("Ed25519") && err.contains("PKCS#8"), "{err}");
         }
         let v = variable("token_signing_key").unwrap();
         let msg = v.check("hunter2").unwrap_err();
-        assert!(msg.starts_with("variable token_signing_key (secret, not shown)"), "{msg}");
+        assert!(
+            msg.starts_with("variable token_signing_key (secret, not shown)"),
+            "{msg}"
+        );
         assert!(!msg.contains("hunter2"), "{msg}");
     }
 
@@ -435,7 +458,10 @@ mod tests {
             "postgres://db:port/x",
         ] {
             let err = postgres_url(bad).unwrap_err();
-            assert!(err.contains("postgres://USER:PASSWORD@HOST"), "{bad}: {err}");
+            assert!(
+                err.contains("postgres://USER:PASSWORD@HOST"),
+                "{bad}: {err}"
+            );
         }
         assert_eq!(host_port("db.example:5432"), Ok(("db.example", Some(5432))));
         assert_eq!(host_port("db"), Ok(("db", None)));
@@ -459,7 +485,9 @@ mod tests {
     fn private_destinations_name_the_bad_entry() {
         assert!(private_destinations("").unwrap().is_empty());
         assert!(private_destinations("10.0.0.0/8, fd00::/8, fw-cache, .plant.internal").is_ok());
-        let err = private_destinations("10.0.0.0/8, 192.168.0.0/33").err().unwrap();
+        let err = private_destinations("10.0.0.0/8, 192.168.0.0/33")
+            .err()
+            .unwrap();
         assert!(err.starts_with("entry 2 "), "{err}");
         assert!(err.contains("CIDR"), "{err}");
     }
@@ -472,13 +500,19 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{}: {e}", v.name));
             }
         }
-        let msg = variable("device_rate_limit").unwrap().check("lots").unwrap_err();
+        let msg = variable("device_rate_limit")
+            .unwrap()
+            .check("lots")
+            .unwrap_err();
         assert_eq!(
             msg,
             "variable device_rate_limit = \"lots\" is invalid: it takes <requests>/<seconds>s, such as 600/60s"
         );
         let long = "x".repeat(200);
-        let msg = variable("max_query_buckets").unwrap().check(&long).unwrap_err();
+        let msg = variable("max_query_buckets")
+            .unwrap()
+            .check(&long)
+            .unwrap_err();
         assert!(msg.contains(&format!("\"{}...\"", "x".repeat(77))), "{msg}");
         assert!(variable("nope").is_none());
     }

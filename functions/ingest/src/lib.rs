@@ -19,18 +19,15 @@ mod store;
 use serde::Serialize;
 use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
-use spin_sdk::variables;
 use toaster_core::ids::TenantId;
 use toaster_core::problem::Problem;
 use toaster_core::telemetry::{Batch, BatchError, BatchLimits, parse_batch};
 use toaster_core::token::Role;
 use toaster_platform::db::Db;
-use toaster_platform::{auth, respond, serve, time};
+use toaster_platform::{auth, config, respond, serve, time};
 
 /// The one path this component serves.
 const PATH: &str = "/v1/telemetry";
-/// `max_body_bytes` when the variable is not set: 1 MiB.
-const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The longest raw retention a tenant may have (`tenant_retention.raw_days`). Parsing
 /// first admits anything this recent; the tenant's own window is applied by the
 /// storing statement.
@@ -83,7 +80,7 @@ async fn post_telemetry(req: IncomingRequest, uri: String) -> Result<Response, P
     if !content_type.is_some_and(toaster_platform::body::is_json) {
         return Err(Problem::unsupported_media_type("application/json"));
     }
-    let limits = Limits::from_variables();
+    let limits = Limits::from_variables()?;
     let content_length = head.header("content-length").and_then(|v| v.as_str());
     let bytes = body::read_limited(req, content_length, limits.max_body_bytes).await?;
 
@@ -176,31 +173,17 @@ struct Limits {
 }
 
 impl Limits {
-    fn from_variables() -> Limits {
-        Limits {
-            max_body_bytes: positive_variable("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+    /// spin.toml's defaults for variables the component was not granted; a bad value
+    /// is a 500 naming it ([`config::get`]).
+    fn from_variables() -> Result<Limits, Problem> {
+        Ok(Limits {
+            max_body_bytes: config::get("max_body_bytes", toaster_core::config::byte_size)?,
             batch: BatchLimits {
-                max_readings: positive_variable(
-                    "max_batch_readings",
-                    BatchLimits::default().max_readings,
-                ),
+                max_readings: config::get("max_batch_readings", |text| {
+                    toaster_core::config::count(text).map(|n| n as usize)
+                })?,
             },
-        }
-    }
-}
-
-/// A positive integer variable; the default when it is not granted to the component,
-/// and (logged) when it does not parse.
-fn positive_variable(name: &str, default: usize) -> usize {
-    let Ok(text) = variables::get(name) else {
-        return default;
-    };
-    match text.trim().parse::<usize>() {
-        Ok(value) if value > 0 => value,
-        _ => {
-            eprintln!("ingest: variable {name} must be a positive integer; using {default}");
-            default
-        }
+        })
     }
 }
 

@@ -11,7 +11,6 @@
 
 use serde_json::json;
 use spin_sdk::http::{Request, Response};
-use spin_sdk::variables;
 use toaster_core::ids::{DeviceId, Model, TenantId};
 use toaster_core::ota::{FirmwareVersion, Manifest, ManifestSigner};
 use toaster_core::problem::Problem;
@@ -137,14 +136,10 @@ pub fn signing_key() -> Result<Response, Problem> {
 }
 
 /// The deployment's manifest signer. A missing or unusable key is a deployment error:
-/// logged, 500.
+/// 500 naming it, logged ([`toaster_platform::config::get`]).
 fn signer() -> Result<ManifestSigner, Problem> {
-    let pem = variables::get(SIGNING_KEY_VARIABLE).map_err(|e| {
-        eprintln!("ota: cannot read {SIGNING_KEY_VARIABLE}: {e:?}");
-        respond::internal()
-    })?;
-    ManifestSigner::from_pem(&pem).map_err(|e| {
-        eprintln!("ota: {SIGNING_KEY_VARIABLE} is unusable: {e}");
-        respond::internal()
-    })
+    toaster_platform::config::get(
+        SIGNING_KEY_VARIABLE,
+        toaster_core::config::manifest_signing_key,
+    )
 }

@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use spin_sdk::http::{Request, Response};
-use spin_sdk::variables;
 use toaster_core::ids::Model;
 use toaster_core::ota::{
     DestinationError, FirmwareUrl, FirmwareVersion, PrivateDestinations, Sha256Hex,
@@ -91,7 +90,7 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
             format!("must be at most {MAX_NOTES} characters"),
         )]));
     }
-    check_url(&new.url)
+    check_url(&new.url)?
         .map_err(|detail| Problem::unprocessable(vec![FieldError::new("/url", detail)]))?;
     let id = crate::new_id("fw_")?;
     let db = Db::open()?;
@@ -144,23 +143,22 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     Ok(response)
 }
 
-/// Whether devices may be sent to `url` ([`check_destination`]); the reason, for a
+/// Whether devices may be sent to `url` ([`check_destination`]): the reason, for a
 /// 422, if not. `firmware_allowed_private` is read only for a URL that is not public,
-/// so the common case costs no call into the host.
-pub fn check_url(url: &FirmwareUrl) -> Result<(), String> {
+/// so the common case costs no call into the host; a bad value there is a 500 naming
+/// it ([`toaster_platform::config::get`]), for private URLs only.
+pub fn check_url(url: &FirmwareUrl) -> Result<Result<(), String>, Problem> {
     let Err(refused) = check_destination(url, &PrivateDestinations::NONE) else {
-        return Ok(());
+        return Ok(Ok(()));
     };
     if !refused.is_allowable() {
-        return Err(refused.to_string());
+        return Ok(Err(refused.to_string()));
     }
-    match allowed_private() {
-        Some(allowed) => check_destination(url, &allowed).map_err(|e| allow_hint(&e)),
-        None => Err(format!(
-            "{refused}; the deployment's {ALLOWED_PRIVATE_VARIABLE} setting is invalid, so no \
-             private destination is allowed until an operator fixes it"
-        )),
-    }
+    let allowed = toaster_platform::config::get(
+        ALLOWED_PRIVATE_VARIABLE,
+        toaster_core::config::private_destinations,
+    )?;
+    Ok(check_destination(url, &allowed).map_err(|e| allow_hint(&e)))
 }
 
 fn allow_hint(refused: &DestinationError) -> String {
@@ -172,24 +170,6 @@ fn allow_hint(refused: &DestinationError) -> String {
     } else {
         refused.to_string()
     }
-}
-
-/// The deployment's `firmware_allowed_private`: none if the variable is not granted
-/// to the component; `None` (logged on every use, never a 5xx) if it does not parse.
-/// An invalid value allows nothing rather than part of what was meant, and public
-/// URLs are not affected.
-fn allowed_private() -> Option<PrivateDestinations> {
-    let Ok(text) = variables::get(ALLOWED_PRIVATE_VARIABLE) else {
-        return Some(PrivateDestinations::NONE);
-    };
-    PrivateDestinations::parse(&text)
-        .inspect_err(|e| {
-            eprintln!(
-                "ota: {ALLOWED_PRIVATE_VARIABLE} = {text:?} is invalid: {e}; \
-                 no private firmware destination is allowed until it is fixed"
-            )
-        })
-        .ok()
 }
 
 /// `GET /v1/ota/firmware?model=&limit=&cursor=`, ordered by id.

@@ -85,7 +85,7 @@ fn check_firmware_url(stored: &str) -> Result<(), Problem> {
             format!("the firmware's URL is no longer accepted: it {e}"),
         )
     })?;
-    crate::firmware::check_url(&url)
+    crate::firmware::check_url(&url)?
         .map_err(|detail| invalid("/firmware_id", format!("the firmware's URL {detail}")))
 }
 

@@ -34,7 +34,6 @@
 use std::rc::Rc;
 
 use spin_sdk::http::Request;
-use spin_sdk::variables;
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::problem::Problem;
 use toaster_core::token::{Role, TokenError, TokenSigner, VerifiedToken, require_role};
@@ -120,7 +119,7 @@ pub fn authenticate(req: &Request, allowed: &[Role]) -> Result<Caller, Problem> 
         check_not_revoked(store.as_deref(), tenant, device, generation)?;
         count_rate(
             store.as_deref(),
-            &RateLimit::from_variable(),
+            &RateLimit::from_variable()?,
             tenant,
             device,
             time::now_secs(),
@@ -148,16 +147,12 @@ fn parse_bearer(header: &str) -> Option<&str> {
 }
 
 /// The deployment's token signer, from the `token_signing_key` variable. A missing or
-/// short key is a deployment error: logged, 500.
+/// short key is a deployment error: 500 naming it, logged ([`crate::config::get`]).
 pub fn signer() -> Result<TokenSigner, Problem> {
-    let secret = variables::get(TOKEN_SIGNING_KEY_VARIABLE).map_err(|e| {
-        eprintln!("auth: cannot read {TOKEN_SIGNING_KEY_VARIABLE}: {e:?}");
-        respond::internal()
-    })?;
-    TokenSigner::from_secret(&secret).map_err(|e| {
-        eprintln!("auth: {TOKEN_SIGNING_KEY_VARIABLE} is unusable: {e}");
-        respond::internal()
-    })
+    crate::config::get(
+        TOKEN_SIGNING_KEY_VARIABLE,
+        toaster_core::config::token_signing_key,
+    )
 }
 
 fn check_not_revoked(
@@ -173,9 +168,17 @@ fn check_not_revoked(
             Ok(())
         }
         state => {
-            eprintln!(
-                "auth: device token refused for {tenant}/{device}: {state:?}, token gen {generation}"
-            );
+            let why = match state {
+                None => "no such device".to_owned(),
+                Some(s) if s.status != DeviceStatus::Active => {
+                    format!("the device is {}", s.status.as_str())
+                }
+                Some(s) => format!(
+                    "the token is for key generation {generation}, the device is at {}",
+                    s.key_generation
+                ),
+            };
+            eprintln!("auth: device token refused for {tenant}/{device}: {why}");
             Err(Problem::unauthorized().with_detail("invalid or expired access token"))
         }
     }
@@ -274,44 +277,32 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// Used when the variable is not granted to the component or cannot be read.
+    /// spin.toml's default for `device_rate_limit`.
     pub const DEFAULT: RateLimit = RateLimit {
         requests: 600,
         window_secs: 60,
     };
 
     /// `600/60s` (or `600/60`): 600 requests per 60 seconds. Both numbers at least 1;
-    /// the window at most a day.
+    /// the window at most a day ([`toaster_core::config::rate_limit`]).
     pub fn parse(text: &str) -> Option<RateLimit> {
-        let (requests, window) = text.trim().split_once('/')?;
-        let requests: u32 = requests.trim().parse().ok()?;
-        let window = window.trim();
-        let window: u32 = window.strip_suffix('s').unwrap_or(window).parse().ok()?;
-        (requests >= 1 && (1..=86_400).contains(&window)).then_some(RateLimit {
-            requests,
-            window_secs: window,
+        toaster_core::config::rate_limit(text)
+            .ok()
+            .map(RateLimit::from)
+    }
+
+    /// From the `device_rate_limit` variable ([`RateLimit::from_named`]).
+    pub fn from_variable() -> Result<RateLimit, Problem> {
+        RateLimit::from_named(RATE_LIMIT_VARIABLE)
+    }
+
+    /// From the variable `name`: spin.toml's default if it is not granted; a bad value
+    /// is never replaced by a default but fails the request, 500 naming the variable
+    /// ([`crate::config::get`]).
+    pub fn from_named(name: &str) -> Result<RateLimit, Problem> {
+        crate::config::get(name, |text| {
+            toaster_core::config::rate_limit(text).map(RateLimit::from)
         })
-    }
-
-    /// From the `device_rate_limit` variable; [`RateLimit::DEFAULT`] if it is not
-    /// granted, and (logged) if it does not parse.
-    pub fn from_variable() -> RateLimit {
-        RateLimit::from_named(RATE_LIMIT_VARIABLE, RateLimit::DEFAULT)
-    }
-
-    /// From the variable `name`: `default` if it is not granted, and (logged) if it
-    /// does not parse. A bad value never fails a request.
-    pub fn from_named(name: &str, default: RateLimit) -> RateLimit {
-        match variables::get(name) {
-            Ok(text) => RateLimit::parse(&text).unwrap_or_else(|| {
-                eprintln!(
-                    "auth: {name} must look like 600/60s; using the default {}/{}s",
-                    default.requests, default.window_secs
-                );
-                default
-            }),
-            Err(_) => default,
-        }
     }
 
     /// Counts one request at `now_secs` against `current`: the window to store, or
@@ -350,6 +341,15 @@ impl RateLimit {
         match current {
             Some(current) if current.window == window => current.count,
             _ => 0,
+        }
+    }
+}
+
+impl From<toaster_core::config::Rate> for RateLimit {
+    fn from(rate: toaster_core::config::Rate) -> RateLimit {
+        RateLimit {
+            requests: rate.requests,
+            window_secs: rate.window_secs,
         }
     }
 }

@@ -39,10 +39,9 @@
 //! the SQLSTATE on every host.
 
 use spin_sdk::pg4::{Connection, DbError, Decode, ParameterValue, PgError, QueryError, RowSet};
-use spin_sdk::variables;
 use toaster_core::problem::Problem;
 
-use crate::respond;
+use crate::{config, respond};
 
 pub mod zero_rows;
 
@@ -67,12 +66,12 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens the database named by the `db_url` variable. A missing variable is a
-    /// deployment error (500, logged); an unreachable database is 503.
+    /// Opens the database named by the `db_url` variable. A missing or malformed
+    /// variable is a deployment error (500 naming it, logged); an unreachable database
+    /// is 503.
     pub fn open() -> Result<Db, Problem> {
-        let url = variables::get(DB_URL_VARIABLE).map_err(|e| {
-            eprintln!("db: cannot read the {DB_URL_VARIABLE} variable: {e:?}");
-            respond::internal()
+        let url = config::get(DB_URL_VARIABLE, |text| {
+            toaster_core::config::postgres_url(text).map(str::to_owned)
         })?;
         let conn = Connection::open(&url).map_err(|e| unavailable_or_internal(&e))?;
         Ok(Db { conn })

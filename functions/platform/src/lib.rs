@@ -5,6 +5,8 @@
 //!   with few calls into the host;
 //! - [`respond`]: `Problem` → problem+json responses (with `WWW-Authenticate` on 401 and
 //!   `Retry-After` on 429/503), JSON bodies;
+//! - [`config`]: the deployment's variables, parsed by `toaster_core::config`; a bad
+//!   value is a 500 naming it, never a default;
 //! - [`auth`]: `authenticate(&req, &[Role])` → the verified [`auth::Caller`]: bearer
 //!   token, role, device revocation and the per-device rate limit;
 //! - [`body`]: typed JSON request bodies (415, 413, 400, 422 with JSON pointers);
@@ -21,6 +23,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod config;
 pub mod db;
 pub mod kv;
 pub mod query;

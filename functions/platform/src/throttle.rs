@@ -45,12 +45,13 @@ pub const CREDENTIAL_LIMIT_VARIABLE: &str = "credential_failure_rate_limit";
 /// The header the host and Spin put the client's `address:port` in.
 pub const CLIENT_ADDR_HEADER: &str = "spin-client-addr";
 
-/// Used when [`ADDRESS_LIMIT_VARIABLE`] is not granted or does not parse.
+/// spin.toml's default for [`ADDRESS_LIMIT_VARIABLE`] (`toaster_core::config`), used
+/// when it is not granted; a bad value fails the request ([`crate::config::get`]).
 pub const ADDRESS_DEFAULT: RateLimit = RateLimit {
     requests: 60,
     window_secs: 60,
 };
-/// Used when [`CREDENTIAL_LIMIT_VARIABLE`] is not granted or does not parse.
+/// spin.toml's default for [`CREDENTIAL_LIMIT_VARIABLE`], likewise.
 pub const CREDENTIAL_DEFAULT: RateLimit = RateLimit {
     requests: 120,
     window_secs: 60,
@@ -76,7 +77,8 @@ pub struct Throttle {
     now_secs: u64,
     address_key: String,
     address_limit: RateLimit,
-    credential: Option<(String, &'static str)>,
+    /// The credential's bucket and its budget.
+    credential: Option<(String, RateLimit)>,
 }
 
 impl Throttle {
@@ -104,7 +106,7 @@ impl Throttle {
                 .ok(),
             now_secs: time::now_secs(),
             address_key: kv::failed_address_key(&client),
-            address_limit: RateLimit::from_named(ADDRESS_LIMIT_VARIABLE, ADDRESS_DEFAULT),
+            address_limit: RateLimit::from_named(ADDRESS_LIMIT_VARIABLE)?,
             credential: None,
         };
         throttle.check(
@@ -125,9 +127,9 @@ impl Throttle {
                 (kv::failed_device_key(tenant, device), "for this device")
             }
         };
-        let limit = RateLimit::from_named(CREDENTIAL_LIMIT_VARIABLE, CREDENTIAL_DEFAULT);
+        let limit = RateLimit::from_named(CREDENTIAL_LIMIT_VARIABLE)?;
         self.check(&key, &limit, what)?;
-        self.credential = Some((key, what));
+        self.credential = Some((key, limit));
         Ok(())
     }
 
@@ -137,9 +139,8 @@ impl Throttle {
             && is_refusal(problem.status)
         {
             self.count(&self.address_key, &self.address_limit);
-            if let Some((key, _)) = &self.credential {
-                let limit = RateLimit::from_named(CREDENTIAL_LIMIT_VARIABLE, CREDENTIAL_DEFAULT);
-                self.count(key, &limit);
+            if let Some((key, limit)) = &self.credential {
+                self.count(key, limit);
             }
         }
         outcome
@@ -187,6 +188,20 @@ pub fn is_refusal(status: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_defaults_are_spin_tomls() {
+        for (name, default) in [
+            (ADDRESS_LIMIT_VARIABLE, ADDRESS_DEFAULT),
+            (CREDENTIAL_LIMIT_VARIABLE, CREDENTIAL_DEFAULT),
+        ] {
+            let text = toaster_core::config::variable(name)
+                .unwrap()
+                .default
+                .unwrap();
+            assert_eq!(RateLimit::parse(text), Some(default), "{name}");
+        }
+    }
 
     #[test]
     fn refusals_are_the_4xx_but_429() {
