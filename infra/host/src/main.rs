@@ -1,7 +1,7 @@
 //! `toaster`: run the app (`up`), apply migrations (`migrate`), mint tokens (`token`), back up
 //! and restore the database (`backup`, `restore`), and its daily maintenance (`retention`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,8 +38,10 @@ enum Command {
     Up(UpArgs),
     /// Apply schemas/sql/*.sql to a database, each once.
     Migrate {
+        /// The database to migrate, postgres://USER:PASSWORD@HOST:PORT/DATABASE.
         #[arg(long, env = "TOASTER_DATABASE_URL")]
         database_url: String,
+        /// The directory of numbered .sql migrations.
         #[arg(long, default_value = "schemas/sql")]
         dir: PathBuf,
     },
@@ -50,6 +52,7 @@ enum Command {
     BenchServe,
     /// Print an access token signed with the token signing key.
     Token {
+        /// Who the token is for: an operator (every tenant), or a tenant's admin.
         #[arg(long, value_enum)]
         role: RoleArg,
         /// The tenant an admin token is for.
@@ -64,6 +67,7 @@ enum Command {
     },
     /// Write a backup of the database (pg_dump, custom format) to a file.
     Backup {
+        /// The database to back up, postgres://USER:PASSWORD@HOST:PORT/DATABASE.
         #[arg(long, env = "TOASTER_DATABASE_URL")]
         database_url: String,
         /// The backup file; written whole or not at all.
@@ -72,6 +76,7 @@ enum Command {
     },
     /// Restore a backup into an empty database (pg_restore, one transaction).
     Restore {
+        /// The empty database to restore into, postgres://USER:PASSWORD@HOST:PORT/DATABASE.
         #[arg(long, env = "TOASTER_DATABASE_URL")]
         database_url: String,
         /// Drop and recreate what the backup contains even if the database is not empty.
@@ -84,6 +89,7 @@ enum Command {
     Simulate(toaster_host::simulate::SimulateArgs),
     /// Create telemetry partitions ahead and remove data past each tenant's retention.
     Retention {
+        /// The app's database, postgres://USER:PASSWORD@HOST:PORT/DATABASE.
         #[arg(long, env = "TOASTER_DATABASE_URL")]
         database_url: String,
         /// Apply only this tenant's row retention (partitions past everyone's go anyway).
@@ -234,7 +240,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", toaster_host::error_message(&e));
             ExitCode::FAILURE
         }
     }
@@ -294,8 +300,41 @@ fn token_cmd(
     Ok(())
 }
 
+/// The manifest `toaster up` serves; when it does not exist, where it was looked for
+/// and how to name another.
+fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
+    if !path.exists() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let looked = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            cwd.join(path)
+        };
+        let mut message = format!("no manifest at {}", looked.display());
+        // Run from a subdirectory of the app: name the one above.
+        let above = cwd
+            .ancestors()
+            .skip(1)
+            .map(|dir| dir.join("spin.toml"))
+            .find(|candidate| candidate.is_file());
+        match above {
+            Some(found) if path == Path::new("spin.toml") => message.push_str(&format!(
+                ": run toaster up in {}, or pass --from {}",
+                found.parent().unwrap_or(Path::new(".")).display(),
+                found.display()
+            )),
+            _ => message.push_str(
+                ": run toaster up in the directory that holds the app's spin.toml, or pass \
+                 --from PATH/TO/spin.toml",
+            ),
+        }
+        bail!(message);
+    }
+    Manifest::load(path)
+}
+
 async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let manifest = Manifest::load(&args.manifest)?;
+    let manifest = load_manifest(&args.manifest)?;
     // A mistake in the runtime config stops us before anything is built or started.
     let runtime_config = match &args.runtime_config_file {
         Some(file) => RuntimeConfig::load(file)?,
@@ -314,6 +353,56 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| manifest.root.join(".toaster"));
+
+    // Every variable is checked before anything is built or started: unknown names,
+    // missing values and values the components could not use stop us here.
+    let mut variables: BTreeMap<String, String> = args.variables.iter().cloned().collect();
+    let mut origin = BTreeMap::new();
+    let declared = |name: &str| manifest.variables.contains_key(name);
+    let env_has =
+        |name: &str| std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())).is_ok();
+    toaster_host::variables::check_declared(&manifest.variables, variables.keys())?;
+    if declared("db_url")
+        && let Some(url) = &args.database_url
+    {
+        variables.insert("db_url".into(), url.clone());
+        origin.insert("db_url".to_owned(), "--database-url".to_owned());
+    }
+    let start_local_pg =
+        declared("db_url") && !variables.contains_key("db_url") && !env_has("db_url");
+    let mut supplied = BTreeSet::new();
+    if start_local_pg {
+        supplied.insert("db_url".to_owned());
+        supplied.insert("db_host".to_owned());
+    } else {
+        derive_db_host(&manifest, &mut variables, &mut origin);
+    }
+    for (name, file, make) in [
+        (
+            "token_signing_key",
+            "token_signing_key",
+            keys::new_token_secret as fn() -> String,
+        ),
+        (
+            "manifest_signing_key",
+            "manifest_signing_key.pem",
+            keys::new_ed25519_pem,
+        ),
+    ] {
+        if declared(name) && !variables.contains_key(name) && !env_has(name) {
+            let path = state_dir.join(file);
+            variables.insert(name.into(), keys::load_or_create(&path, make)?);
+            origin.insert(name.to_owned(), path.display().to_string());
+        }
+    }
+    toaster_host::variables::check_values(
+        &manifest,
+        &variables,
+        &origin,
+        |k| std::env::var(k).ok(),
+        &supplied,
+    )?;
+
     let missing = build::missing(&manifest);
     if args.build {
         build::build(&manifest, &[])?;
@@ -325,17 +414,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         build::build(&manifest, &missing)?;
     }
 
-    let mut variables: BTreeMap<String, String> = args.variables.iter().cloned().collect();
-    let declared = |name: &str| manifest.variables.contains_key(name);
-    let env_has =
-        |name: &str| std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())).is_ok();
-
     let mut local_pg = None;
     if declared("db_url") {
-        if let Some(url) = &args.database_url {
-            variables.insert("db_url".into(), url.clone());
-        }
-        if !variables.contains_key("db_url") && !env_has("db_url") {
+        if start_local_pg {
             let pg = localpg::LocalPostgres::start(&state_dir.join("postgres"))
                 .await
                 .context("starting a local PostgreSQL (or pass --database-url)")?;
@@ -351,37 +432,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             );
             variables.insert("db_url".into(), pg.url("toaster"));
             local_pg = Some(pg);
+            derive_db_host(&manifest, &mut variables, &mut origin);
         }
-        if declared("db_host") && !variables.contains_key("db_host") && !env_has("db_host") {
-            let url = variables
-                .get("db_url")
-                .cloned()
-                .or_else(|| std::env::var("SPIN_VARIABLE_DB_URL").ok())
-                .unwrap_or_default();
-            if let Ok(cfg) = url.parse::<tokio_postgres::Config>()
-                && let Some(tokio_postgres::config::Host::Tcp(h)) = cfg.get_hosts().first()
-            {
-                let port = cfg.get_ports().first().copied().unwrap_or(5432);
-                variables.insert("db_host".into(), format!("{h}:{port}"));
-            }
-        }
-    }
-    if declared("token_signing_key")
-        && !variables.contains_key("token_signing_key")
-        && !env_has("token_signing_key")
-    {
-        let k = keys::load_or_create(&state_dir.join("token_signing_key"), keys::new_token_secret)?;
-        variables.insert("token_signing_key".into(), k);
-    }
-    if declared("manifest_signing_key")
-        && !variables.contains_key("manifest_signing_key")
-        && !env_has("manifest_signing_key")
-    {
-        let k = keys::load_or_create(
-            &state_dir.join("manifest_signing_key.pem"),
-            keys::new_ed25519_pem,
-        )?;
-        variables.insert("manifest_signing_key".into(), k);
     }
 
     // Migrations, when the app has them and a database is configured.
@@ -430,22 +482,28 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     )
     .await?;
 
+    // Everything that can fail is done before we say we serve.
+    let secret = variables
+        .get("token_signing_key")
+        .cloned()
+        .or_else(|| std::env::var("SPIN_VARIABLE_TOKEN_SIGNING_KEY").ok());
+    let token = match secret {
+        Some(secret) => {
+            let signer = TokenSigner::from_secret(&secret).context("the token signing key")?;
+            Some(signer.mint(
+                &AccessClaims::operator("toaster-up"),
+                Duration::from_secs(12 * 3600),
+            )?)
+        }
+        None => None,
+    };
     println!(
         "Toaster is serving {} on {scheme}://{}",
         manifest.name,
         host.addr()
     );
     println!("  health: curl -s {scheme}://{}/healthz", host.addr());
-    let secret = variables
-        .get("token_signing_key")
-        .cloned()
-        .or_else(|| std::env::var("SPIN_VARIABLE_TOKEN_SIGNING_KEY").ok());
-    if let Some(secret) = secret {
-        let signer = TokenSigner::from_secret(&secret).context("the token signing key")?;
-        let token = signer.mint(
-            &AccessClaims::operator("toaster-up"),
-            Duration::from_secs(12 * 3600),
-        )?;
+    if let Some(token) = token {
         println!("  operator token (12 h): {token}");
     }
     let _ = Role::Operator;
@@ -457,6 +515,30 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         pg.stop().await?;
     }
     Ok(())
+}
+
+/// Sets `db_host` to `db_url`'s host and port when the app declares both and
+/// `db_host` was not given: the only database the components may reach is db_url's.
+fn derive_db_host(
+    manifest: &Manifest,
+    variables: &mut BTreeMap<String, String>,
+    origin: &mut BTreeMap<String, String>,
+) {
+    let given = |name: &str| {
+        variables.contains_key(name)
+            || std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())).is_ok()
+    };
+    if !manifest.variables.contains_key("db_host") || given("db_host") {
+        return;
+    }
+    let url = variables
+        .get("db_url")
+        .cloned()
+        .or_else(|| std::env::var("SPIN_VARIABLE_DB_URL").ok());
+    if let Some(host) = url.as_deref().and_then(toaster_host::variables::db_host_of) {
+        variables.insert("db_host".into(), host);
+        origin.insert("db_host".to_owned(), "db_url".to_owned());
+    }
 }
 
 async fn wait_for_shutdown() {
@@ -478,4 +560,35 @@ async fn wait_for_shutdown() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_says_what_it_is_for() {
+        // Named flags (`--x`); positional arguments name themselves in the usage line.
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                let flag = arg.get_long().is_some() || arg.get_short().is_some();
+                if !flag || matches!(id, "help" | "version") || arg.is_hide_set() {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if !sub.is_hide_set() {
+                    walk(sub, &format!("{path} {}", sub.get_name()), missing);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "toaster", &mut missing);
+        assert!(missing.is_empty(), "flags without a help text: {missing:?}");
+    }
 }

@@ -9,11 +9,19 @@
 //! Templates are read as Spin reads them: `{{` opens an expression that the next `}}`
 //! closes, its text (trimmed) must name an application variable, and a `}}` outside
 //! an expression is plain text.
+//!
+//! `toaster up` also checks the values, before it builds or starts anything
+//! ([`check_values`]): every variable of Toaster's app (`toaster_core::config`), an
+//! application variable by its name and a component variable by the name the component
+//! reads, is parsed as the component will parse it, and a bad value stops the host
+//! with one line naming the variable, what it accepts and where the value came from.
+//! [`Variables::resolve`] (the library's `start`) does not: it serves what it is
+//! given, as Spin does, so the tests can see what a component does with a bad value.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::bindings::variables::{self, Error};
-use crate::manifest::VariableDecl;
+use crate::manifest::{Manifest, VariableDecl};
 use crate::state::HostState;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +35,198 @@ pub enum VariablesError {
     Unknown { template: String, name: String },
     #[error("malformed template `{0}`: a `{{{{` is not closed by `}}}}`")]
     Malformed(String),
-    #[error("--variable {0:?} is not declared in the manifest's [variables]")]
-    Undeclared(String),
+    #[error("{}", undeclared_message(.name, .declared))]
+    Undeclared { name: String, declared: Vec<String> },
+    /// Values that do not parse, one line each ([`check_values`]).
+    #[error("{}", invalid_message(.0))]
+    Invalid(Vec<String>),
+}
+
+fn undeclared_message(name: &str, declared: &[String]) -> String {
+    let mut message = format!("--variable {name}: the manifest declares no variable {name:?}");
+    if let Some(close) = closest(name, declared) {
+        message.push_str(&format!("; did you mean {close}?"));
+    }
+    if declared.is_empty() {
+        message.push_str(" (its [variables] is empty)");
+    } else {
+        message.push_str(&format!(" (it declares {})", declared.join(", ")));
+    }
+    message
+}
+
+fn invalid_message(lines: &[String]) -> String {
+    match lines {
+        [one] => one.clone(),
+        many => format!(
+            "{} variables are invalid:\n  {}",
+            many.len(),
+            many.join("\n  ")
+        ),
+    }
+}
+
+/// The declared name `name` was most likely meant to be: the same ignoring case, or
+/// at most two edits away.
+fn closest<'a>(name: &str, declared: &'a [String]) -> Option<&'a str> {
+    let lower = name.to_ascii_lowercase();
+    declared
+        .iter()
+        .map(|d| (edit_distance(&lower, d), d))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, d)| d.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// `--variable` names the manifest does not declare: the first, as an error.
+pub fn check_declared<'a>(
+    decls: &BTreeMap<String, VariableDecl>,
+    names: impl IntoIterator<Item = &'a String>,
+) -> Result<(), VariablesError> {
+    match names.into_iter().find(|k| !decls.contains_key(*k)) {
+        Some(name) => Err(VariablesError::Undeclared {
+            name: name.clone(),
+            declared: decls.keys().cloned().collect(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks the values an app's components will read, before anything is started:
+/// every `--variable` name is declared; every required variable has a value, but those
+/// in `supplied` (which the caller provides itself later: `toaster up`'s local
+/// PostgreSQL and signing keys); and every value of a variable `toaster_core::config`
+/// knows parses. `overrides` are the values given on the command line, `origin` says
+/// how each was given (default `--variable`), `env` reads the environment.
+pub fn check_values(
+    manifest: &Manifest,
+    overrides: &BTreeMap<String, String>,
+    origin: &BTreeMap<String, String>,
+    env: impl Fn(&str) -> Option<String>,
+    supplied: &BTreeSet<String>,
+) -> Result<(), VariablesError> {
+    check_declared(&manifest.variables, overrides.keys())?;
+    let mut values: BTreeMap<&str, (String, String)> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (name, decl) in &manifest.variables {
+        let env_name = format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase());
+        let given = match (overrides.get(name), env(&env_name), &decl.default) {
+            (Some(v), _, _) => Some((
+                v.clone(),
+                origin
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "--variable".to_owned()),
+            )),
+            (None, Some(v), _) => Some((v, env_name)),
+            (None, None, Some(_)) if supplied.contains(name) => None,
+            (None, None, Some(v)) => Some((v.clone(), "the manifest's default".to_owned())),
+            (None, None, None) if supplied.contains(name) => None,
+            (None, None, None) => {
+                missing.push(name.clone());
+                None
+            }
+        };
+        if let Some(given) = given {
+            values.insert(name, given);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(VariablesError::Missing(missing));
+    }
+    let mut bad = Vec::new();
+    for (name, (value, from)) in &values {
+        if let Some(spec) = toaster_core::config::variable(name)
+            && let Err(message) = spec.check(value)
+        {
+            bad.push(format!("{message} (from {from})"));
+        }
+    }
+    // A component variable is checked by the name the component reads, when it is not
+    // simply the application variable of that name (checked above).
+    for (id, component) in &manifest.components {
+        for (name, template) in &component.variables {
+            let Some(spec) = toaster_core::config::variable(name) else {
+                continue;
+            };
+            // A reference to a value supplied later: checked when served.
+            let Ok(value) = render_with(template, |r| values.get(r).map(|(v, _)| v.as_str()))
+            else {
+                continue;
+            };
+            if values.get(name.as_str()).is_some_and(|(v, _)| *v == value) {
+                continue;
+            }
+            if let Err(reason) = spec.kind.check(&value) {
+                let shown = spec.invalid(&value, &reason);
+                bad.push(format!(
+                    "component {id}: {shown} (its template is {template:?})"
+                ));
+            }
+        }
+    }
+    if let (Some((url, _)), Some((host, host_from))) = (values.get("db_url"), values.get("db_host"))
+        && let Some(expected) = db_host_of(url)
+        && !same_host_port(host, &expected)
+    {
+        bad.push(format!(
+            "variable db_host = {host:?} (from {host_from}) does not name db_url's host and port, \
+             {expected}: the components may reach only db_host's database, so every query \
+             would be refused. Set db_host to {expected}, or leave it out and toaster up \
+             derives it from db_url"
+        ));
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(VariablesError::Invalid(bad))
+    }
+}
+
+/// `host:port` of a PostgreSQL URL with a single TCP host (port 5432 if not given).
+pub fn db_host_of(url: &str) -> Option<String> {
+    let config = url.parse::<tokio_postgres::Config>().ok()?;
+    match (config.get_hosts(), config.get_ports()) {
+        ([tokio_postgres::config::Host::Tcp(host)], ports) if ports.len() <= 1 => {
+            let port = ports.first().copied().unwrap_or(5432);
+            if host.contains(':') {
+                Some(format!("[{host}]:{port}"))
+            } else {
+                Some(format!("{host}:{port}"))
+            }
+        }
+        _ => None,
+    }
+}
+
+fn same_host_port(given: &str, expected: &str) -> bool {
+    let given = if given
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        && !given.ends_with(']')
+    {
+        given.to_owned()
+    } else {
+        format!("{given}:5432")
+    };
+    given.eq_ignore_ascii_case(expected)
 }
 
 /// Resolved application variables. Secret values are never printed by `Debug`.
@@ -58,9 +256,7 @@ impl Variables {
         overrides: &BTreeMap<String, String>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Variables, VariablesError> {
-        if let Some(name) = overrides.keys().find(|k| !decls.contains_key(*k)) {
-            return Err(VariablesError::Undeclared(name.clone()));
-        }
+        check_declared(decls, overrides.keys())?;
         let mut values = BTreeMap::new();
         let mut missing = Vec::new();
         let mut secret = BTreeSet::new();
@@ -299,6 +495,108 @@ mod tests {
             Err(VariablesError::Unknown { name, .. }) if name == "{{ key"
         ));
         assert_eq!(template_references("a{{ x }}b{{y}}").unwrap(), ["x", "y"]);
+    }
+
+    fn app(component_variables: &str) -> Manifest {
+        let text = format!(
+            r#"
+spin_manifest_version = 2
+[application]
+name = "t"
+[variables]
+db_url = {{ required = true, secret = true }}
+db_host = {{ default = "127.0.0.1:5432" }}
+limit = {{ default = "600/60s" }}
+[[trigger.http]]
+route = "/..."
+component = "c"
+[component.c]
+source = "c.wasm"
+[component.c.variables]
+{component_variables}
+"#
+        );
+        Manifest::parse(&text, ".".into()).unwrap()
+    }
+
+    fn check(manifest: &Manifest, flags: &[(&str, &str)]) -> Result<(), VariablesError> {
+        let flags = flags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let supplied = BTreeSet::from(["db_url".to_string()]);
+        check_values(manifest, &flags, &BTreeMap::new(), |_| None, &supplied)
+    }
+
+    #[test]
+    fn values_are_checked_by_the_name_the_component_reads() {
+        let m = app(r#"device_rate_limit = "{{ limit }}""#);
+        assert!(check(&m, &[]).is_ok());
+        let err = check(&m, &[("limit", "lots")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "component c: variable device_rate_limit = \"lots\" is invalid: it takes \
+             <requests>/<seconds>s, such as 600/60s (its template is \"{{ limit }}\")"
+        );
+        // Application variables Toaster knows are checked by their own name; a value
+        // supplied later (db_url here) is not checked yet, nor what refers to it.
+        let m = app(r#"db_url = "{{ db_url }}""#);
+        assert!(check(&m, &[]).is_ok());
+        let err = check(&m, &[("db_host", "db:x")]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("variable db_host = \"db:x\" is invalid"),
+            "{err}"
+        );
+        let err = check(&m, &[("db_url", "postgres://u@db:5433/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("db_url's host and port, db:5433"), "{err}");
+        assert!(
+            check(
+                &m,
+                &[("db_url", "postgres://u@db:5433/x"), ("db_host", "db:5433")]
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn unknown_and_missing_names_are_refused() {
+        let m = app("");
+        let err = check(&m, &[("limt", "1/1s")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--variable limt: the manifest declares no variable \"limt\"; did you mean \
+             limit? (it declares db_host, db_url, limit)"
+        );
+        let none = BTreeSet::new();
+        let err = check_values(&m, &BTreeMap::new(), &BTreeMap::new(), |_| None, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("required variable(s) not set: db_url."),
+            "{err}"
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(closest("DB_URL", &["db_url".into()]), Some("db_url"));
+        assert_eq!(closest("zzzzzz", &["db_url".into()]), None);
+    }
+
+    #[test]
+    fn db_host_is_derived_as_host_and_port() {
+        assert_eq!(
+            db_host_of("postgres://u@db:5433/x").as_deref(),
+            Some("db:5433")
+        );
+        assert_eq!(db_host_of("postgres://u@db/x").as_deref(), Some("db:5432"));
+        assert_eq!(
+            db_host_of("postgres://u@[::1]:1/x").as_deref(),
+            Some("[::1]:1")
+        );
+        assert_eq!(db_host_of("postgres://u@a,b/x"), None);
+        assert!(same_host_port("db", "db:5432"));
+        assert!(same_host_port("[::1]", "[::1]:5432"));
+        assert!(!same_host_port("db:5433", "db:5432"));
     }
 
     #[test]
