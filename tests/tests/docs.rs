@@ -7,8 +7,9 @@
 //! - **Shell blocks run.** Every fenced block whose info string is `sh` (or `bash`)
 //!   runs, in the order of the document, in one bash session per document under
 //!   `set -euo pipefail`: variables, functions and files made by one block are there
-//!   for the next. Each document gets its own fresh app and database and an empty
-//!   working directory, so a document sets up everything it uses (its own tenant,
+//!   for the next. Each document gets its own fresh app and database, an empty working
+//!   directory and an environment with nothing but `PATH`, `HOME`, the locale and the
+//!   two variables below, so a document sets up everything it uses (its own tenant,
 //!   devices, files).
 //! - **Skipping a block** takes an HTML comment (invisible once rendered) on the line
 //!   before it, saying why:
@@ -532,11 +533,17 @@ async fn run_document(path: &str) {
     command
         .arg(run.join("doc-test.sh"))
         .current_dir(&work)
+        // Nothing of the environment the tests run in but what finds the tools: a
+        // document must set what it uses.
+        .env_clear()
+        .envs(
+            ["PATH", "HOME", "TMPDIR", "LANG", "LC_ALL"]
+                .iter()
+                .filter_map(|name| std::env::var_os(name).map(|value| (*name, value))),
+        )
         .env("TOASTER", &app.host.base)
         .env("OPERATOR", app.operator_token())
         .env("DOC_TEST_RUN", &run)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(run.join("shell.out")).expect("shell.out"))
         .stderr(std::fs::File::create(run.join("shell.err")).expect("shell.err"))
