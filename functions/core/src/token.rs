@@ -13,7 +13,11 @@
 //! - `tenant`: present for admins and devices, absent for operators;
 //! - `gen`: the device's key generation, present only for devices. Disabling a device
 //!   or rotating its key bumps the generation, which revokes tokens carrying the old
-//!   one (the component compares it with the key-value store).
+//!   one (the component compares it with the key-value store);
+//! - `jti`: the token's id, `tok_` and 32 hex digits of randomness ([`TokenId`]), so
+//!   that one operator or admin token can be revoked without rotating the signing
+//!   key. Tokens minted before ids existed have none; [`VerifiedToken::token_id`]
+//!   then derives one from the token's signature, so they can be revoked too.
 //!
 //! Verification refuses any `alg` but HS256 (including `none`), a bad MAC, a token
 //! over [`MAX_TOKEN_BYTES`], the wrong `iss`/`aud`, a missing `exp` or `iat`, claims
@@ -31,6 +35,9 @@ use thiserror::Error;
 use crate::KeyError;
 use crate::ids::{DeviceId, TenantId};
 use crate::jws;
+
+use rand::TryRngCore;
+use rand::rngs::OsRng;
 
 pub const ISSUER: &str = "toaster";
 pub const AUDIENCE: &str = "toaster-api";
@@ -142,12 +149,86 @@ impl AccessClaims {
     }
 }
 
+/// An access token's id: `tok_` and 32 lowercase hex digits (128 bits).
+///
+/// Random for every token minted ([`TokenSigner::mint`]); derived from the signature
+/// for tokens minted before tokens carried one ([`VerifiedToken::token_id`]). Not a
+/// secret: it names a token in lists, the audit log and revocations, and cannot be
+/// used as one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenId(String);
+
+impl TokenId {
+    const PREFIX: &'static str = "tok_";
+    const HEX_DIGITS: usize = 32;
+
+    /// A new random id from the system's CSPRNG (`wasi:random` in a component).
+    pub fn random() -> Result<TokenId, TokenError> {
+        let mut bytes = [0u8; Self::HEX_DIGITS / 2];
+        OsRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|_| TokenError::Random)?;
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    /// The id a token without `jti` is known by: the first 16 bytes of SHA-256 of its
+    /// signature, which no other token shares.
+    fn derived(signature: &[u8]) -> TokenId {
+        let digest = hmac_sha256::Hash::hash(signature);
+        Self::from_bytes(&digest[..Self::HEX_DIGITS / 2])
+    }
+
+    fn from_bytes(bytes: &[u8]) -> TokenId {
+        let mut text = String::with_capacity(Self::PREFIX.len() + Self::HEX_DIGITS);
+        text.push_str(Self::PREFIX);
+        for byte in bytes {
+            text.push_str(&format!("{byte:02x}"));
+        }
+        TokenId(text)
+    }
+
+    /// An id as a client wrote it (a path segment, a `jti`); `None` unless it has the
+    /// exact shape.
+    pub fn parse(text: &str) -> Option<TokenId> {
+        let hex = text.strip_prefix(Self::PREFIX)?;
+        (hex.len() == Self::HEX_DIGITS
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| TokenId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A token just minted, with what the minter records about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The compact JWS: the bearer credential.
+    pub token: String,
+    /// Its `jti`.
+    pub token_id: TokenId,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
 /// An access token that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
     pub claims: AccessClaims,
     /// Unix seconds; a cache of this verification must not outlive it.
     pub expires_at: u64,
+    /// Its `jti`, or for a token minted without one, an id derived from its signature:
+    /// what a revocation names.
+    pub token_id: TokenId,
 }
 
 /// Which check refused a token. For logs and tests: a response says only
@@ -177,6 +258,8 @@ pub enum TokenError {
     InconsistentClaims,
     #[error("the system clock is set before 1970")]
     Clock,
+    #[error("the random source failed")]
+    Random,
     #[error("signing the token failed")]
     Signing,
 }
@@ -202,6 +285,7 @@ struct Payload {
     exp: Option<u64>,
     iat: Option<u64>,
     nbf: Option<u64>,
+    jti: Option<String>,
     role: Role,
     #[serde(default)]
     tenant: Option<TenantId>,
@@ -259,14 +343,20 @@ impl TokenSigner {
         })
     }
 
-    /// Mints a token valid from now for `ttl` (whole seconds).
+    /// Mints a token valid from now for `ttl` (whole seconds), with a random id.
     ///
     /// A device token longer than [`MAX_DEVICE_TTL`], or any token longer than
     /// [`MAX_TTL`], is refused rather than clamped: asking for one is a bug in the
     /// caller, and a silently shorter token would surface far from it.
     pub fn mint(&self, claims: &AccessClaims, ttl: Duration) -> Result<String, TokenError> {
+        Ok(self.issue(claims, ttl)?.token)
+    }
+
+    /// [`TokenSigner::mint`], with the id and expiry a caller records (the API's
+    /// admin tokens are listed and revoked by id).
+    pub fn issue(&self, claims: &AccessClaims, ttl: Duration) -> Result<Issued, TokenError> {
         let now = jws::now_unix().ok_or(TokenError::Clock)?;
-        self.mint_at(claims, ttl, now)
+        self.issue_at(claims, ttl, now, TokenId::random()?)
     }
 
     /// [`TokenSigner::mint`] with the time given in Unix seconds.
@@ -276,6 +366,19 @@ impl TokenSigner {
         ttl: Duration,
         now_unix: u64,
     ) -> Result<String, TokenError> {
+        Ok(self
+            .issue_at(claims, ttl, now_unix, TokenId::random()?)?
+            .token)
+    }
+
+    /// Mints with the time and the id given: no clock, no randomness.
+    pub fn issue_at(
+        &self,
+        claims: &AccessClaims,
+        ttl: Duration,
+        now_unix: u64,
+        token_id: TokenId,
+    ) -> Result<Issued, TokenError> {
         let max = match claims.role {
             Role::Device => MAX_DEVICE_TTL,
             Role::Operator | Role::Admin => MAX_TTL,
@@ -289,14 +392,15 @@ impl TokenSigner {
         if !claims.fits_role() {
             return Err(TokenError::InconsistentClaims);
         }
+        let expires_at = now_unix.saturating_add(ttl_secs);
         let wire = JWTClaims {
             issued_at: Some(UnixTimeStamp::from_secs(now_unix)),
-            expires_at: Some(UnixTimeStamp::from_secs(now_unix.saturating_add(ttl_secs))),
+            expires_at: Some(UnixTimeStamp::from_secs(expires_at)),
             invalid_before: Some(UnixTimeStamp::from_secs(now_unix)),
             issuer: Some(ISSUER.to_owned()),
             subject: Some(claims.sub.clone()),
             audiences: Some(Audiences::AsString(AUDIENCE.to_owned())),
-            jwt_id: None,
+            jwt_id: Some(token_id.to_string()),
             nonce: None,
             custom: WireClaims {
                 role: claims.role,
@@ -304,7 +408,15 @@ impl TokenSigner {
                 key_generation: claims.key_generation,
             },
         };
-        self.key.authenticate(wire).map_err(|_| TokenError::Signing)
+        let token = self
+            .key
+            .authenticate(wire)
+            .map_err(|_| TokenError::Signing)?;
+        Ok(Issued {
+            token,
+            token_id,
+            expires_at,
+        })
     }
 
     /// Verifies a bearer token against the system clock.
@@ -367,9 +479,14 @@ impl TokenSigner {
         if !claims.fits_role() {
             return Err(reject(Claims));
         }
+        let token_id = match payload.jti {
+            Some(jti) => TokenId::parse(&jti).ok_or(reject(Claims))?,
+            None => TokenId::derived(&signature),
+        };
         Ok(VerifiedToken {
             claims,
             expires_at: exp,
+            token_id,
         })
     }
 }
@@ -498,8 +615,86 @@ mod tests {
     #[test]
     fn wire_format_carries_the_documented_claims() {
         let token = signer().mint_at(&device_claims(), MINUTE, NOW).unwrap();
-        let payload: Value = jws::decode(jws::split(&token).unwrap().payload).unwrap();
+        let mut payload: Value = jws::decode(jws::split(&token).unwrap().payload).unwrap();
+        let jti = payload.as_object_mut().unwrap().remove("jti").unwrap();
         assert_eq!(payload, standard_payload());
+        let jti = jti.as_str().unwrap();
+        assert!(TokenId::parse(jti).is_some(), "{jti}");
+        assert_eq!(
+            signer().verify_at(&token, NOW).unwrap().token_id.as_str(),
+            jti
+        );
+    }
+
+    #[test]
+    fn every_token_gets_its_own_id() {
+        let ids: HashSet<TokenId> = (0..200)
+            .map(|_| {
+                let token = signer().mint_at(&device_claims(), MINUTE, NOW).unwrap();
+                signer().verify_at(&token, NOW).unwrap().token_id
+            })
+            .collect();
+        assert_eq!(ids.len(), 200);
+        let issued = signer()
+            .issue_at(
+                &AccessClaims::operator("ops"),
+                MINUTE,
+                NOW,
+                TokenId::parse("tok_000102030405060708090a0b0c0d0e0f").unwrap(),
+            )
+            .unwrap();
+        assert_eq!(issued.expires_at, NOW + 60);
+        let verified = signer().verify_at(&issued.token, NOW).unwrap();
+        assert_eq!(verified.token_id, issued.token_id);
+    }
+
+    #[test]
+    fn a_token_without_an_id_is_known_by_its_signature() {
+        // Minted before tokens carried a `jti`.
+        let token = sign_payload(standard_payload());
+        let first = signer().verify_at(&token, NOW).unwrap().token_id;
+        assert_eq!(signer().verify_at(&token, NOW).unwrap().token_id, first);
+        assert!(TokenId::parse(first.as_str()).is_some());
+        let mut other = standard_payload();
+        other["sub"] = json!("sn-2");
+        let second = signer()
+            .verify_at(&sign_payload(other), NOW)
+            .unwrap()
+            .token_id;
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn a_jti_of_another_shape_is_refused_even_when_signed() {
+        for jti in [
+            json!("abc"),
+            json!(7),
+            json!("tok_ABCDEF0123456789abcdef0123456789"),
+        ] {
+            let mut payload = standard_payload();
+            payload["jti"] = jti.clone();
+            assert_eq!(
+                rejected(signer().verify_at(&sign_payload(payload), NOW)),
+                Rejection::Claims,
+                "{jti}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_ids_parse_only_their_shape() {
+        assert!(TokenId::parse("tok_0123456789abcdef0123456789abcdef").is_some());
+        for bad in [
+            "",
+            "tok_",
+            "tok_0123456789abcdef0123456789abcde",
+            "tok_0123456789abcdef0123456789abcdef0",
+            "tok_0123456789ABCDEF0123456789abcdef",
+            "clm_0123456789abcdef0123456789abcdef",
+            "tok_0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(TokenId::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]
