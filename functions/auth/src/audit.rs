@@ -2,10 +2,11 @@
 //! change itself, so the log and the data never disagree. `GET /v1/audit` lists the
 //! caller's tenant's entries, newest first, with a cursor.
 //!
-//! Actions: `tenant.created`, `token.minted`, `device.created`, `device.updated`,
-//! `device.disabled`, `device.enabled`, `device.key_rotation_started`,
-//! `device.key_rotated`, `device.decommissioned`, `claim.created`,
-//! `device.provisioned`.
+//! Actions: `tenant.created`, `token.minted`, `token.revoked`, `device.created`,
+//! `device.updated`, `device.disabled`, `device.enabled`,
+//! `device.key_rotation_started`, `device.key_rotated`, `device.decommissioned`,
+//! `claim.created`, `claim.revoked`, `device.provisioned`. The revocation of an
+//! operator token, which belongs to no tenant, is logged rather than audited.
 
 use serde::Serialize;
 use serde_json::Value;

@@ -14,6 +14,11 @@
 //! Provisioning takes no token, so its refusals are throttled per client address and
 //! per claim token ([`toaster_platform::throttle`]); successes never count, so a fleet
 //! behind one gateway is not slowed.
+//!
+//! Admins list their claims (`GET /v1/claims`, never the token: only its hash is
+//! kept), read one, and revoke one (`DELETE /v1/claims/{id}`): provisioning then
+//! refuses it like an expired one. The row stays, since devices and the audit log
+//! name it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -23,8 +28,9 @@ use toaster_core::ids::{Channel, DeviceId, Model, Tag, TenantId};
 use toaster_core::problem::{FieldError, Problem};
 use toaster_core::token::Role;
 use toaster_platform::auth;
-use toaster_platform::db::{self, Db};
+use toaster_platform::db::{self, Db, DbValue};
 use toaster_platform::kv::DeviceStatus;
+use toaster_platform::query::{self, Query};
 use toaster_platform::throttle::{Credential, Throttle};
 use toaster_platform::{body, respond, time};
 
@@ -143,6 +149,185 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     Ok(response)
 }
 
+/// A claim as listed: everything but the token, which is not kept.
+#[derive(Serialize)]
+struct ClaimSummary {
+    id: String,
+    model: String,
+    channel: String,
+    tags: Vec<String>,
+    quota: i32,
+    used: i32,
+    /// `active`, `used_up`, `expired` or `revoked`: whether it can provision now.
+    status: String,
+    expires_at: String,
+    created_at: String,
+    created_by: String,
+    revoked_at: Option<String>,
+    #[serde(skip)]
+    created_us: i64,
+}
+
+/// A claim's status, computed where it is read (`used_up` and `expired` change
+/// without a write). Revoked wins over the others.
+const CLAIM_STATUS: &str = "CASE WHEN revoked_at IS NOT NULL THEN 'revoked' \
+     WHEN expires_at <= now() THEN 'expired' WHEN used >= quota THEN 'used_up' ELSE 'active' END";
+
+fn claim_columns() -> String {
+    format!(
+        "SELECT claim_id, model, channel, tags, quota, used, \
+         (extract(epoch from expires_at) * 1000)::int8, (extract(epoch from created_at) * 1000)::int8, \
+         created_by, (extract(epoch from revoked_at) * 1000)::int8, {CLAIM_STATUS}, \
+         (extract(epoch from created_at) * 1000000)::int8 FROM claims"
+    )
+}
+
+impl ClaimSummary {
+    fn from_row(row: &[DbValue]) -> Result<ClaimSummary, Problem> {
+        Ok(ClaimSummary {
+            id: db::column(row, 0)?,
+            model: db::column(row, 1)?,
+            channel: db::column(row, 2)?,
+            tags: db::text_array(row, 3)?,
+            quota: db::column(row, 4)?,
+            used: db::column(row, 5)?,
+            expires_at: time::rfc3339_ms(db::column(row, 6)?),
+            created_at: time::rfc3339_ms(db::column(row, 7)?),
+            created_by: db::column(row, 8)?,
+            revoked_at: db::column::<Option<i64>>(row, 9)?.map(time::rfc3339_ms),
+            status: db::column(row, 10)?,
+            created_us: db::column(row, 11)?,
+        })
+    }
+}
+
+/// The list name in the claim list's cursors; the key is the last claim's creation
+/// time (µs) and id: the list is newest first.
+const CLAIM_CURSOR: &str = "claims";
+
+fn claim_cursor(claim: &ClaimSummary) -> String {
+    query::encode_cursor(CLAIM_CURSOR, &format!("{}/{}", claim.created_us, claim.id))
+}
+
+fn parse_claim_cursor(cursor: &str) -> Option<(i64, String)> {
+    let key = query::decode_cursor(CLAIM_CURSOR, cursor)?;
+    let (micros, id) = key.split_once('/')?;
+    Some((
+        micros.parse().ok()?,
+        is_claim_id(id).then(|| id.to_owned())?,
+    ))
+}
+
+/// `clm_` and 16 hex digits ([`secrets::new_claim_id`]).
+fn is_claim_id(text: &str) -> bool {
+    text.strip_prefix("clm_").is_some_and(|hex| {
+        hex.len() == 16
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// `GET /v1/claims?status=&limit=&cursor=`: the tenant's claims, newest first.
+pub fn list(req: &Request) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin])?;
+    let tenant = caller.tenant()?;
+    let mut query = Query::parse(req.query())?;
+    let status = query.take_parsed("status", |s| match s {
+        "active" | "used_up" | "expired" | "revoked" => Ok(s.to_owned()),
+        _ => Err("must be active, used_up, expired or revoked"),
+    })?;
+    let cursor = query.take_parsed("cursor", |v| {
+        parse_claim_cursor(v).ok_or(query::NOT_A_CURSOR)
+    })?;
+    let limit = query.take_limit()?;
+    query.finish()?;
+    let (after_us, after_id) = cursor.unzip();
+
+    let db = Db::open()?;
+    let rows = db.query(
+        &format!(
+            "{} WHERE tenant_id = $1 AND ($2::text IS NULL OR {CLAIM_STATUS} = $2) \
+             AND ($3::int8 IS NULL OR ((extract(epoch from created_at) * 1000000)::int8, claim_id) < ($3, $4::text)) \
+             ORDER BY created_at DESC, claim_id DESC LIMIT $5",
+            claim_columns()
+        ),
+        &[
+            db::text(tenant.as_str()),
+            db::opt_text(status),
+            db::opt_int8(after_us),
+            db::opt_text(after_id),
+            db::int8(i64::from(limit) + 1),
+        ],
+    )?;
+    let items = rows
+        .rows
+        .iter()
+        .map(|row| ClaimSummary::from_row(row))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(respond::page(items, limit, |c| Some(claim_cursor(c))))
+}
+
+/// `GET /v1/claims/{id}`
+pub fn get(req: &Request, claim: &str) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin])?;
+    let tenant = caller.tenant()?;
+    let claim = claim_in_path(claim)?;
+    let db = Db::open()?;
+    let rows = db.query(
+        &format!("{} WHERE tenant_id = $1 AND claim_id = $2", claim_columns()),
+        &[db::text(tenant.as_str()), db::text(claim.as_str())],
+    )?;
+    let row = rows.rows.first().ok_or_else(Problem::not_found)?;
+    Ok(respond::json(200, &ClaimSummary::from_row(row)?))
+}
+
+/// `DELETE /v1/claims/{id}`: revokes the claim; devices it provisioned stay.
+/// Idempotent: 204 again, without a second audit entry.
+pub fn revoke(req: &Request, claim: &str) -> Result<Response, Problem> {
+    let caller = auth::authenticate(req, &[Role::Admin])?;
+    let tenant = caller.tenant()?;
+    let claim = claim_in_path(claim)?;
+    let db = Db::open()?;
+    db.transaction(|db| {
+        let rows = db.query(
+            "SELECT revoked_at IS NOT NULL, used, quota FROM claims \
+             WHERE tenant_id = $1 AND claim_id = $2 FOR UPDATE",
+            &[db::text(tenant.as_str()), db::text(claim.as_str())],
+        )?;
+        let row = rows.rows.first().ok_or_else(Problem::not_found)?;
+        if db::column::<bool>(row, 0)? {
+            return Ok(());
+        }
+        let (used, quota): (i32, i32) = (db::column(row, 1)?, db::column(row, 2)?);
+        db.execute(
+            "UPDATE claims SET revoked_at = now(), revoked_by = $3 \
+             WHERE tenant_id = $1 AND claim_id = $2",
+            &[
+                db::text(tenant.as_str()),
+                db::text(claim.as_str()),
+                db::text(caller.subject.as_str()),
+            ],
+        )?;
+        audit::record(
+            db,
+            tenant,
+            &Actor::from(&caller),
+            "claim.revoked",
+            &claim,
+            json!({"used": used, "quota": quota}),
+        )
+    })?;
+    Ok(respond::empty(204))
+}
+
+/// A claim id from the path. One that cannot be an id names no claim: 404.
+fn claim_in_path(raw: &str) -> Result<String, Problem> {
+    crate::path_segment(raw)
+        .filter(|id| is_claim_id(id))
+        .ok_or_else(Problem::not_found)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Provision {
@@ -180,8 +365,10 @@ pub fn provision(req: &Request) -> Result<Response, Problem> {
 fn provision_throttled(req: &Request, throttle: &mut Throttle) -> Result<Response, Problem> {
     let request: Provision = body::json(req)?;
     let key = devices::parse_key("/public_key", &request.public_key)?;
-    let refused =
-        || Problem::unauthorized().with_detail("the claim token is invalid, expired or used up");
+    let refused = || {
+        Problem::unauthorized()
+            .with_detail("the claim token is invalid, expired, revoked or used up")
+    };
     if request.claim_token.len() > MAX_CLAIM_TOKEN_BYTES
         || !request.claim_token.starts_with(secrets::CLAIM_TOKEN_PREFIX)
     {
@@ -194,7 +381,7 @@ fn provision_throttled(req: &Request, throttle: &mut Throttle) -> Result<Respons
     let (tenant, view) = db.transaction(|db| {
         let claimed = db.query(
             "UPDATE claims SET used = used + 1 \
-             WHERE token_hash = $1 AND used < quota AND expires_at > now() \
+             WHERE token_hash = $1 AND used < quota AND expires_at > now() AND revoked_at IS NULL \
              RETURNING tenant_id, claim_id, model, channel, tags",
             &[db::bytea(hash)],
         )?;

@@ -3,11 +3,15 @@
 //!
 //! | route | who | module |
 //! |-------|-----|--------|
-//! | `POST /v1/tenants` | operator | [`tenants`] |
+//! | `POST /v1/tenants`, `GET /v1/tenants` | operator | [`tenants`] |
+//! | `GET /v1/tenants/{id}` | operator | [`tenants`] |
 //! | `POST /v1/tenants/{id}/tokens` | operator | [`tenants`] |
+//! | `GET /v1/auth/tokens`, `DELETE /v1/auth/tokens/{id}` | operator, admin | [`tokens`] |
+//! | `POST /v1/auth/revoke` | operator, admin | [`tokens`] |
 //! | `POST /v1/devices`, `GET /v1/devices` | admin | [`devices`] |
 //! | `GET`, `PATCH`, `DELETE /v1/devices/{id}` | admin | [`devices`] |
-//! | `POST /v1/claims` | admin | [`claims`] |
+//! | `POST /v1/claims`, `GET /v1/claims` | admin | [`claims`] |
+//! | `GET`, `DELETE /v1/claims/{id}` | admin | [`claims`] |
 //! | `POST /v1/provision` | a claim token in the body | [`claims`] |
 //! | `POST /v1/auth/token` | a device's signed assertion in the body | [`login`] |
 //! | `GET /v1/auth/me` | any token | [`login`] |
@@ -23,6 +27,7 @@ mod devices;
 mod login;
 mod secrets;
 mod tenants;
+mod tokens;
 
 use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
@@ -42,6 +47,11 @@ fn route(req: &Request) -> Result<Response, Problem> {
     match segments.as_slice() {
         ["v1", "tenants"] => match method {
             Method::Post => tenants::create(req),
+            Method::Get => tenants::list(req),
+            _ => Err(respond::method_not_allowed(method)),
+        },
+        ["v1", "tenants", tenant] => match method {
+            Method::Get => tenants::get(req, tenant),
             _ => Err(respond::method_not_allowed(method)),
         },
         ["v1", "tenants", tenant, "tokens"] => match method {
@@ -61,6 +71,12 @@ fn route(req: &Request) -> Result<Response, Problem> {
         },
         ["v1", "claims"] => match method {
             Method::Post => claims::create(req),
+            Method::Get => claims::list(req),
+            _ => Err(respond::method_not_allowed(method)),
+        },
+        ["v1", "claims", claim] => match method {
+            Method::Get => claims::get(req, claim),
+            Method::Delete => claims::revoke(req, claim),
             _ => Err(respond::method_not_allowed(method)),
         },
         ["v1", "provision"] => match method {
@@ -73,6 +89,18 @@ fn route(req: &Request) -> Result<Response, Problem> {
         },
         ["v1", "auth", "token"] => match method {
             Method::Post => login::exchange(req),
+            _ => Err(respond::method_not_allowed(method)),
+        },
+        ["v1", "auth", "tokens"] => match method {
+            Method::Get => tokens::list(req),
+            _ => Err(respond::method_not_allowed(method)),
+        },
+        ["v1", "auth", "tokens", token] => match method {
+            Method::Delete => tokens::revoke(req, token),
+            _ => Err(respond::method_not_allowed(method)),
+        },
+        ["v1", "auth", "revoke"] => match method {
+            Method::Post => tokens::revoke_presented(req),
             _ => Err(respond::method_not_allowed(method)),
         },
         ["v1", "audit"] => match method {

@@ -243,6 +243,7 @@ pub fn whoami(req: &Request) -> Result<Response, Problem> {
             "subject": caller.subject,
             "tenant_id": caller.tenant().ok(),
             "key_generation": caller.key_generation,
+            "token_id": caller.token_id.as_str(),
             "expires_at": time::rfc3339_ms(i64::try_from(caller.expires_at).unwrap_or(i64::MAX / 1000) * 1000),
         }),
     ))

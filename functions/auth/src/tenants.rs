@@ -1,4 +1,6 @@
-//! Tenants (operator only): creating one, and minting admin tokens for it.
+//! Tenants (operator only): creating, listing and reading them, and minting admin
+//! tokens for one. Minted tokens are recorded by id ([`crate::tokens`]) so they can be
+//! listed and revoked.
 
 use std::time::Duration;
 
@@ -9,11 +11,12 @@ use toaster_core::ids::TenantId;
 use toaster_core::problem::{FieldError, Problem};
 use toaster_core::token::{AccessClaims, Role};
 use toaster_platform::auth;
-use toaster_platform::db::{self, Db};
+use toaster_platform::db::{self, Db, DbValue};
+use toaster_platform::query::{self, Query};
 use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
-use crate::secrets;
+use crate::{secrets, tokens};
 
 const MAX_NAME_CHARS: usize = 200;
 const MAX_SUBJECT_BYTES: usize = 256;
@@ -35,6 +38,78 @@ struct TenantView {
     id: String,
     name: String,
     created_at: String,
+}
+
+const TENANT_COLUMNS: &str =
+    "SELECT tenant_id, name, (extract(epoch from created_at) * 1000)::int8 FROM tenants";
+
+impl TenantView {
+    fn from_row(row: &[DbValue]) -> Result<TenantView, Problem> {
+        Ok(TenantView {
+            id: db::column(row, 0)?,
+            name: db::column(row, 1)?,
+            created_at: time::rfc3339_ms(db::column(row, 2)?),
+        })
+    }
+}
+
+/// The list name in the tenant list's cursors: the key is a tenant id, which a client
+/// may write by hand, so it is encoded ([`query::encode_cursor`]).
+const TENANT_CURSOR: &str = "tenants";
+
+/// `GET /v1/tenants?limit=&cursor=`: every tenant, by id.
+pub fn list(req: &Request) -> Result<Response, Problem> {
+    auth::authenticate(req, &[Role::Operator])?;
+    let mut query = Query::parse(req.query())?;
+    let cursor = query.take_parsed("cursor", |v| {
+        query::decode_cursor(TENANT_CURSOR, v)
+            .and_then(|id| TenantId::parse(&id).ok())
+            .ok_or(query::NOT_A_CURSOR)
+    })?;
+    let limit = query.take_limit()?;
+    query.finish()?;
+
+    let db = Db::open()?;
+    let rows = db.query(
+        &format!(
+            "{TENANT_COLUMNS} WHERE ($1::text IS NULL OR tenant_id > $1) ORDER BY tenant_id LIMIT $2"
+        ),
+        &[
+            db::opt_text(cursor.map(|c| c.to_string())),
+            db::int8(i64::from(limit) + 1),
+        ],
+    )?;
+    let items = rows
+        .rows
+        .iter()
+        .map(|row| TenantView::from_row(row))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(respond::page(items, limit, |t| {
+        Some(query::encode_cursor(TENANT_CURSOR, &t.id))
+    }))
+}
+
+/// `GET /v1/tenants/{id}`
+pub fn get(req: &Request, tenant: &str) -> Result<Response, Problem> {
+    auth::authenticate(req, &[Role::Operator])?;
+    let tenant = tenant_in_path(tenant)?;
+    let db = Db::open()?;
+    let rows = db.query(
+        &format!("{TENANT_COLUMNS} WHERE tenant_id = $1"),
+        &[db::text(tenant.as_str())],
+    )?;
+    let row = rows
+        .rows
+        .first()
+        .ok_or_else(|| Problem::not_found().with_detail("no such tenant"))?;
+    Ok(respond::json(200, &TenantView::from_row(row)?))
+}
+
+/// A tenant id from the path. One that cannot be an id names no tenant: 404.
+fn tenant_in_path(raw: &str) -> Result<TenantId, Problem> {
+    crate::path_segment(raw)
+        .and_then(|t| TenantId::parse(&t).ok())
+        .ok_or_else(Problem::not_found)
 }
 
 /// `POST /v1/tenants`
@@ -100,14 +175,14 @@ struct TokenResponse {
     token_type: &'static str,
     expires_in: u64,
     tenant_id: String,
+    /// What `DELETE /v1/auth/tokens/{id}` and the audit log name it by.
+    token_id: String,
 }
 
 /// `POST /v1/tenants/{id}/tokens`
 pub fn mint_admin_token(req: &Request, tenant: &str) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Operator])?;
-    let tenant = crate::path_segment(tenant)
-        .and_then(|t| TenantId::parse(&t).ok())
-        .ok_or_else(Problem::not_found)?;
+    let tenant = tenant_in_path(tenant)?;
     let request: TokenRequest = body::json(req)?;
     if request.subject.is_empty() || request.subject.len() > MAX_SUBJECT_BYTES {
         return Err(Problem::unprocessable(vec![FieldError::new(
@@ -126,7 +201,7 @@ pub fn mint_admin_token(req: &Request, tenant: &str) -> Result<Response, Problem
     let signer = auth::signer()?;
 
     let db = Db::open()?;
-    let token = db.transaction(|db| {
+    let issued = db.transaction(|db| {
         let exists = db.query(
             "SELECT 1 FROM tenants WHERE tenant_id = $1",
             &[db::text(tenant.as_str())],
@@ -135,29 +210,38 @@ pub fn mint_admin_token(req: &Request, tenant: &str) -> Result<Response, Problem
             return Err(Problem::not_found().with_detail("no such tenant"));
         }
         let claims = AccessClaims::admin(tenant.clone(), request.subject.clone());
-        let token = signer
-            .mint(&claims, Duration::from_secs(ttl_secs))
+        let issued = signer
+            .issue(&claims, Duration::from_secs(ttl_secs))
             .map_err(|e| {
                 eprintln!("auth: cannot mint an admin token: {e}");
                 respond::internal()
             })?;
+        tokens::record_minted(
+            db,
+            &issued.token_id,
+            &tenant,
+            &request.subject,
+            issued.expires_at,
+            &caller.subject,
+        )?;
         audit::record(
             db,
             &tenant,
             &Actor::from(&caller),
             "token.minted",
             &request.subject,
-            json!({"role": "admin", "ttl_secs": ttl_secs}),
+            json!({"role": "admin", "ttl_secs": ttl_secs, "token_id": issued.token_id.as_str()}),
         )?;
-        Ok(token)
+        Ok(issued)
     })?;
     let mut response = respond::json(
         201,
         &TokenResponse {
-            access_token: token,
+            access_token: issued.token,
             token_type: "Bearer",
             expires_in: ttl_secs,
             tenant_id: tenant.to_string(),
+            token_id: issued.token_id.to_string(),
         },
     );
     response.set_header("cache-control", "no-store");

@@ -20,26 +20,36 @@
 //!    unknown, or whose generation differs from the token's → 401. The `auth`
 //!    component rewrites the entry on every change, so a disabled device's tokens are
 //!    refused on their next call; the age bound caps the damage of a lost write.
-//! 5. device tokens only: the per-device rate limit ([`RateLimit`], variable
+//! 5. operator and admin tokens only: revocation by id. The token's `jti`
+//!    ([`toaster_core::token::TokenId`]) must not be among its scope's revoked ids:
+//!    one list per tenant for admin tokens and one for operator tokens
+//!    (`revoked:tenant:{tenant}`, `revoked:operator`, see [`crate::kv`]), read from the
+//!    key-value store, from PostgreSQL (`access_tokens`) on a miss or when the entry is
+//!    older than [`REVOKED_CACHE_MAX_AGE_MS`] (then cached). A revoked token → 401.
+//!    The `auth` component rewrites the list after every revocation commits, so a
+//!    revoked token is refused on its next call; the age bound caps the damage of a
+//!    lost write. One read of one small key per request: the list holds only revoked
+//!    tokens that have not expired, and a tenant's lists are its own.
+//! 6. device tokens only: the per-device rate limit ([`RateLimit`], variable
 //!    `device_rate_limit`, e.g. `600/60s`), counted under `rate:{tenant}:{device}`;
 //!    over budget → 429 with `Retry-After` = seconds to the end of the window. The
 //!    count is a read-modify-write, not atomic: under heavy concurrency of one device
 //!    it may let a few more requests through than the budget. It never blocks
 //!    another device. If the store fails, requests are let through (logged).
 //!
-//! A component that authenticates device tokens needs `db_url`, `token_signing_key`
-//! and `device_rate_limit` in its `[component.X.variables]` and the `default`
-//! key-value store.
+//! A component that authenticates tokens needs `db_url`, `token_signing_key` and
+//! `device_rate_limit` in its `[component.X.variables]` and the `default` key-value
+//! store.
 
 use std::rc::Rc;
 
 use spin_sdk::http::Request;
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::problem::Problem;
-use toaster_core::token::{Role, TokenError, TokenSigner, VerifiedToken, require_role};
+use toaster_core::token::{Role, TokenError, TokenId, TokenSigner, VerifiedToken, require_role};
 
 use crate::db::{self, Db};
-use crate::kv::{self, DeviceState, DeviceStatus, RateWindow};
+use crate::kv::{self, DeviceState, DeviceStatus, RateWindow, RevokedTokens, TokenScope};
 use crate::respond;
 use crate::time;
 
@@ -49,6 +59,11 @@ pub const TOKEN_SIGNING_KEY_VARIABLE: &str = "token_signing_key";
 pub const RATE_LIMIT_VARIABLE: &str = "device_rate_limit";
 /// A cached device state older than this is re-read from PostgreSQL.
 pub const DEVICE_CACHE_MAX_AGE_MS: i64 = 30_000;
+/// A cached revocation list older than this is re-read from PostgreSQL.
+pub const REVOKED_CACHE_MAX_AGE_MS: i64 = 30_000;
+/// Revoked tokens stay listed this long past their expiry: verification accepts a
+/// token up to `LEEWAY_SECS` late, and the database's clock may lag a replica's.
+const REVOKED_KEPT_PAST_EXPIRY_SECS: i64 = 60;
 
 /// The verified bearer of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +77,8 @@ pub struct Caller {
     pub key_generation: Option<u64>,
     /// Unix seconds.
     pub expires_at: u64,
+    /// The token's id: what a revocation names.
+    pub token_id: TokenId,
 }
 
 impl Caller {
@@ -74,6 +91,17 @@ impl Caller {
             device,
             key_generation: token.claims.key_generation,
             expires_at: token.expires_at,
+            token_id: token.token_id,
+        }
+    }
+
+    /// The revocation list the caller's token is checked against; `None` for devices,
+    /// whose tokens are revoked through their key generation.
+    pub fn token_scope(&self) -> Option<TokenScope> {
+        match (self.role, &self.tenant) {
+            (Role::Operator, _) => Some(TokenScope::Operator),
+            (Role::Admin, Some(tenant)) => Some(TokenScope::Tenant(tenant.clone())),
+            _ => None,
         }
     }
 
@@ -107,6 +135,9 @@ pub fn authenticate(req: &Request, allowed: &[Role]) -> Result<Caller, Problem> 
     require_role(&verified, allowed)
         .map_err(|e| Problem::forbidden().with_detail(e.to_string()))?;
     let caller = Caller::from_token(verified);
+    if let Some(scope) = caller.token_scope() {
+        check_token_not_revoked(open_store().as_deref(), &scope, &caller.token_id)?;
+    }
     if caller.role == Role::Device {
         let (Some(tenant), Some(device), Some(generation)) =
             (&caller.tenant, &caller.device, caller.key_generation)
@@ -153,6 +184,99 @@ pub fn signer() -> Result<TokenSigner, Problem> {
         TOKEN_SIGNING_KEY_VARIABLE,
         toaster_core::config::token_signing_key,
     )
+}
+
+fn check_token_not_revoked(
+    store: Option<&kv::Store>,
+    scope: &TokenScope,
+    token_id: &TokenId,
+) -> Result<(), Problem> {
+    let revoked = revoked_tokens_in(store, scope)?;
+    if revoked.ids.iter().any(|id| id == token_id.as_str()) {
+        eprintln!("auth: revoked token {token_id} refused");
+        return Err(Problem::unauthorized().with_detail("invalid or expired access token"));
+    }
+    Ok(())
+}
+
+/// The scope's revoked token ids: from the key-value store when fresh, else from
+/// PostgreSQL (and then cached).
+fn revoked_tokens_in(
+    store: Option<&kv::Store>,
+    scope: &TokenScope,
+) -> Result<RevokedTokens, Problem> {
+    let key = kv::revoked_key(scope);
+    if let Some(store) = store {
+        match kv::get_json::<RevokedTokens>(store, &key) {
+            Ok(Some(revoked))
+                if is_fresh_at(revoked.checked_ms, time::now_ms(), REVOKED_CACHE_MAX_AGE_MS) =>
+            {
+                return Ok(revoked);
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("auth: cannot read {key}: {}", kv::describe(&e)),
+        }
+    }
+    let revoked = load_revoked_tokens(&Db::open()?, scope)?;
+    if let Some(store) = store
+        && let Err(e) = kv::set_json(store, &key, &revoked)
+    {
+        eprintln!("auth: cannot cache {key}: {}", kv::describe(&e));
+    }
+    Ok(revoked)
+}
+
+/// Reads the scope's revoked tokens that have not expired from `access_tokens`
+/// (stamped now).
+pub fn load_revoked_tokens(db: &Db, scope: &TokenScope) -> Result<RevokedTokens, Problem> {
+    // Two statements rather than `IS NOT DISTINCT FROM`, which no index serves.
+    let kept = db::int8(REVOKED_KEPT_PAST_EXPIRY_SECS);
+    let rows = match scope.tenant() {
+        None => db.query(
+            "SELECT token_id FROM access_tokens WHERE tenant_id IS NULL \
+             AND revoked_at IS NOT NULL AND expires_at > now() - make_interval(secs => $1::int8) \
+             ORDER BY token_id",
+            &[kept],
+        )?,
+        Some(tenant) => db.query(
+            "SELECT token_id FROM access_tokens WHERE tenant_id = $2 \
+             AND revoked_at IS NOT NULL AND expires_at > now() - make_interval(secs => $1::int8) \
+             ORDER BY token_id",
+            &[kept, db::text(tenant.as_str())],
+        )?,
+    };
+    let ids = rows
+        .rows
+        .iter()
+        .map(|row| db::column::<String>(row, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RevokedTokens {
+        ids,
+        checked_ms: time::now_ms(),
+    })
+}
+
+/// Rewrites the scope's cached revocation list from PostgreSQL after a revocation
+/// committed, so the token is refused on its next call to any component. Best effort:
+/// a failure is logged (and the stale entry removed if possible);
+/// [`REVOKED_CACHE_MAX_AGE_MS`] bounds its effect.
+pub fn cache_revoked_tokens(db: &Db, scope: &TokenScope) {
+    let key = kv::revoked_key(scope);
+    let store = match kv::open() {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("auth: cannot update {key}: {}", kv::describe(&e));
+            return;
+        }
+    };
+    let written = load_revoked_tokens(db, scope)
+        .map_err(|p| format!("cannot read the revocations: {}", p.title))
+        .and_then(|revoked| kv::set_json(&store, &key, &revoked).map_err(|e| kv::describe(&e)));
+    if let Err(e) = written {
+        eprintln!("auth: cannot update {key}: {e}");
+        // A stale entry is worse than none: the next request reads PostgreSQL.
+        let _ = store.delete(&key);
+    }
 }
 
 fn check_not_revoked(
@@ -223,8 +347,13 @@ fn device_state_in(
 }
 
 fn is_fresh(state: &DeviceState, now_ms: i64) -> bool {
-    let age = now_ms - state.checked_ms;
-    (0..=DEVICE_CACHE_MAX_AGE_MS).contains(&age)
+    is_fresh_at(state.checked_ms, now_ms, DEVICE_CACHE_MAX_AGE_MS)
+}
+
+/// Whether an entry read from PostgreSQL at `checked_ms` may still be trusted at
+/// `now_ms`. One from the future (a replica's clock ahead) is not.
+fn is_fresh_at(checked_ms: i64, now_ms: i64, max_age_ms: i64) -> bool {
+    (0..=max_age_ms).contains(&(now_ms - checked_ms))
 }
 
 /// Reads `devices.status` and `devices.key_generation` (stamped now).

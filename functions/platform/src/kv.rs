@@ -11,6 +11,7 @@
 //! | `device:{tenant}:{device}` | [`DeviceState`]: `{"status": "active", "gen": 3, "checked_ms": i64}` | `auth` on every status or key change; [`crate::auth`] on a miss | [`crate::auth::authenticate`] |
 //! | `last:{tenant}:{device}` | [`LastKnown`]: `{"last_seen_ms": i64, "metrics": {name: {"ts_ms": i64, "value": number\|bool}}}` | `ingest` | `auth` (`GET /v1/devices/{id}`) |
 //! | `rate:{tenant}:{device}` | [`RateWindow`]: `{"window": u64, "count": u32}` | [`crate::auth`] | [`crate::auth`] |
+//! | `revoked:tenant:{tenant}`, `revoked:operator` | [`RevokedTokens`]: `{"ids": ["tok_…"], "checked_ms": i64}`, the revoked, unexpired admin tokens of a tenant (operator tokens) | `auth` after every revocation; [`crate::auth`] on a miss or an entry older than 30 s | [`crate::auth::authenticate`] (operator and admin tokens) |
 //! | `ota:{tenant}` | the tenant's active rollouts: `{"built_ms": i64, "rollouts": [{"id", "model", "channel", "versions", "percent": u8, "version"}]}` | `ota` (its check, on a miss or an entry older than 10 s; deleted after every committed rollout change) | `ota` (`GET /v1/ota/check`) |
 //! | `fail:addr:{bucket}` | [`RateWindow`]: refused attempts at `POST /v1/provision` and `POST /v1/auth/token` from client addresses in one of 1,048,576 buckets (5 hex digits of SHA-256 of the address, or of an IPv6 client's `/64`: [`toaster_core::net::client_key`]) | [`crate::throttle`] | [`crate::throttle`] |
 //! | `fail:claim:{bucket}` | [`RateWindow`]: refused provisioning attempts with claim tokens in one of 65,536 buckets (4 hex digits of SHA-256 of the token) | [`crate::throttle`] | [`crate::throttle`] |
@@ -66,6 +67,32 @@ pub fn last_key(tenant: &TenantId, device: &DeviceId) -> String {
 /// `rate:{tenant}:{device}`: the device's current [`RateWindow`].
 pub fn rate_key(tenant: &TenantId, device: &DeviceId) -> String {
     format!("rate:{tenant}:{device}")
+}
+
+/// Whose tokens a revocation list holds: one tenant's admin tokens, or the operators'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenScope {
+    Operator,
+    Tenant(TenantId),
+}
+
+impl TokenScope {
+    /// The tenant, or `None` for operators (`access_tokens.tenant_id`).
+    pub fn tenant(&self) -> Option<&TenantId> {
+        match self {
+            TokenScope::Operator => None,
+            TokenScope::Tenant(tenant) => Some(tenant),
+        }
+    }
+}
+
+/// `revoked:tenant:{tenant}` or `revoked:operator`: the scope's [`RevokedTokens`].
+/// `tenant:` keeps a tenant named `operator` apart from the operators.
+pub fn revoked_key(scope: &TokenScope) -> String {
+    match scope {
+        TokenScope::Operator => "revoked:operator".to_owned(),
+        TokenScope::Tenant(tenant) => format!("revoked:tenant:{tenant}"),
+    }
 }
 
 /// `fail:addr:{bucket}`: refused unauthenticated attempts of the client addresses in
@@ -153,6 +180,17 @@ pub struct DeviceState {
     pub key_generation: u64,
     /// When this was read from PostgreSQL (Unix ms). Entries older than
     /// [`crate::auth::DEVICE_CACHE_MAX_AGE_MS`] are re-read, which bounds how long a
+    /// lost cache update can keep a revoked token alive.
+    pub checked_ms: i64,
+}
+
+/// What operator and admin tokens are checked against: the ids of a scope's revoked
+/// tokens that have not expired yet (`access_tokens` in PostgreSQL is the truth).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedTokens {
+    pub ids: Vec<String>,
+    /// When this was read from PostgreSQL (Unix ms). Entries older than
+    /// [`crate::auth::REVOKED_CACHE_MAX_AGE_MS`] are re-read, which bounds how long a
     /// lost cache update can keep a revoked token alive.
     pub checked_ms: i64,
 }
@@ -262,6 +300,12 @@ mod tests {
         assert_eq!(device_key(&t, &d), "device:acme:aa:bb:cc");
         assert_eq!(last_key(&t, &d), "last:acme:aa:bb:cc");
         assert_eq!(rate_key(&t, &d), "rate:acme:aa:bb:cc");
+        assert_eq!(revoked_key(&TokenScope::Operator), "revoked:operator");
+        let operator_tenant = TenantId::parse("operator").unwrap();
+        assert_eq!(
+            revoked_key(&TokenScope::Tenant(operator_tenant)),
+            "revoked:tenant:operator"
+        );
         let key = failed_address_key("203.0.113.7");
         let bucket = key.strip_prefix("fail:addr:").unwrap();
         assert_eq!(bucket.len(), 5, "20 bits");
