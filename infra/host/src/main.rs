@@ -16,6 +16,8 @@ use toaster_host::{
     HostConfig, Limits, Runtime, bench, build, database, keys, localpg, manifest::Manifest, migrate,
 };
 
+mod admin;
+
 // A request allocates and frees many small objects (store, resource table,
 // headers); mimalloc does that measurably faster than glibc's allocator.
 #[global_allocator]
@@ -99,6 +101,9 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = toaster_host::duration::parse)]
         lock_timeout: Duration,
     },
+    /// The admin commands: clients of the HTTP API (docs/cli.md).
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -196,8 +201,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The admin commands have exit codes of their own (docs/cli.md).
+    let command = match cli.command {
+        Command::Admin(command) => return rt.block_on(admin::run(command)),
+        command => command,
+    };
     let result = rt.block_on(async {
-        match cli.command {
+        match command {
             Command::Up(args) => up(args).await,
             Command::Migrate { database_url, dir } => migrate_cmd(&database_url, &dir).await,
             Command::Bench(args) => bench::command(args).await,
@@ -235,6 +245,7 @@ fn main() -> ExitCode {
                 println!("{report}");
                 Ok(())
             }
+            Command::Admin(_) => unreachable!("the admin commands return above"),
         }
     });
     match result {
