@@ -23,8 +23,10 @@ pub struct DevicesCmd {
 enum DevicesAction {
     /// The tenant's devices, by id, filtered.
     List {
+        /// Devices of this model.
         #[arg(long)]
         model: Option<String>,
+        /// Devices on this update channel.
         #[arg(long)]
         channel: Option<String>,
         /// Devices carrying this tag.
@@ -41,9 +43,10 @@ enum DevicesAction {
     /// Register a device with its public key (no claim needed).
     Create {
         id: String,
+        /// The device's model, e.g. t1000.
         #[arg(long)]
         model: String,
-        /// [API default: stable]
+        /// Its update channel [API default: stable]
         #[arg(long)]
         channel: Option<String>,
         /// A tag (repeatable).
@@ -61,6 +64,7 @@ enum DevicesAction {
         /// active or disabled (disabling revokes its tokens).
         #[arg(long)]
         status: Option<String>,
+        /// Move it to this update channel.
         #[arg(long)]
         channel: Option<String>,
         /// Replace its tags with these (repeatable).
@@ -214,6 +218,7 @@ enum ClaimsAction {
     Get { id: String },
     /// A claim token for a batch of devices. Prints the token once.
     Create {
+        /// The model the devices provisioned with it get.
         #[arg(long)]
         model: String,
         /// How many devices may provision with it.

@@ -24,6 +24,7 @@ pub struct FirmwareCmd {
 enum FirmwareAction {
     /// The tenant's firmware releases.
     List {
+        /// Releases for this model.
         #[arg(long)]
         model: Option<String>,
         #[command(flatten)]
@@ -35,6 +36,7 @@ enum FirmwareAction {
     /// SHA-256 and size are computed here), or --sha256 and --size.
     #[command(group(ArgGroup::new("image").required(true).args(["file", "sha256"])))]
     Create {
+        /// The device model it is for.
         #[arg(long)]
         model: String,
         /// SemVer, e.g. 1.4.0.
@@ -52,6 +54,7 @@ enum FirmwareAction {
         /// The image's size in bytes.
         #[arg(long, requires = "sha256")]
         size: Option<u64>,
+        /// Release notes (at most 4,096 characters).
         #[arg(long)]
         notes: Option<String>,
     },

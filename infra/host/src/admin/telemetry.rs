@@ -83,10 +83,13 @@ enum TelemetryAction {
         metric: String,
         #[command(flatten)]
         series: Bucketing,
+        /// Only devices of this model.
         #[arg(long)]
         model: Option<String>,
+        /// Only devices on this update channel.
         #[arg(long)]
         channel: Option<String>,
+        /// Only devices carrying this tag.
         #[arg(long)]
         tag: Option<String>,
     },
@@ -103,10 +106,13 @@ enum RetentionAction {
     Get,
     /// Replace the policy (days to keep raw readings, minute and hour rollups).
     Set {
+        /// Days to keep raw readings.
         #[arg(long)]
         raw_days: u32,
+        /// Days to keep minute rollups.
         #[arg(long)]
         minute_days: u32,
+        /// Days to keep hour rollups.
         #[arg(long)]
         hour_days: u32,
     },

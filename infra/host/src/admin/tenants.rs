@@ -90,6 +90,7 @@ enum TokensAction {
     },
     /// Mint an admin token for a tenant (operator). Prints the token once.
     Create {
+        /// The tenant the admin token is for.
         #[arg(long)]
         tenant: String,
         /// Who it is for (a person or a system), shown in the audit log.
