@@ -578,6 +578,129 @@ async fn a_trapping_component_gets_500_and_the_host_keeps_serving() {
     h.stop().await;
 }
 
+/// What the host logs on this thread: the test's runtime (one thread) runs the server,
+/// the guests and the client, so a thread-local subscriber sees all of it.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Collects on this thread, filtered as `RUST_LOG=filter` would.
+    fn collect(&self, filter: &str) -> impl Sized {
+        use tracing_subscriber::util::SubscriberInitExt;
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish()
+            .set_default()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The one line holding every piece of `wanted`.
+    fn line(&self, wanted: &[&str]) -> String {
+        let lines = self.lines();
+        let found: Vec<&String> = lines
+            .iter()
+            .filter(|l| wanted.iter().all(|w| l.contains(w)))
+            .collect();
+        assert_eq!(found.len(), 1, "{wanted:?} in {lines:#?}");
+        found[0].clone()
+    }
+}
+
+/// `name=value` in a log line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let start = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + name.len()
+        + 2;
+    line[start..].split(' ').next().unwrap()
+}
+
+#[tokio::test]
+async fn component_output_is_logged_with_the_component_and_the_request_id() {
+    let db = TestDb::new().await;
+    let h = probe_host(&db).await;
+    let logs = Logs::default();
+    let guard = logs.collect("toaster::access=info,toaster::component=info,toaster_host=info");
+
+    let r = h
+        .http
+        .post(h.url("/probe/log"))
+        .body("probe: a line from the guest\nand a last one without a newline")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = h.http.get(h.url("/probe/trap")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+
+    // Each line the guest wrote is one event, however it was written (the probe
+    // writes five bytes at a time), with the component, the stream and the request's
+    // id; the access line carries the same id.
+    let line = logs.line(&["toaster::component", "probe: a line from the guest"]);
+    assert_eq!(field(&line, "component"), "probe", "{line}");
+    assert_eq!(field(&line, "stream"), "\"stderr\"", "{line}");
+    let id = field(&line, "request_id");
+    assert_eq!(id.len(), 8, "{line}");
+    let rest = logs.line(&["toaster::component", "and a last one without a newline"]);
+    assert_eq!(field(&rest, "request_id"), id);
+    let stdout = logs.line(&["toaster::component", "probe: to stdout"]);
+    assert_eq!(field(&stdout, "request_id"), id);
+    assert_eq!(field(&stdout, "stream"), "\"stdout\"");
+    let access = logs.line(&["toaster::access", "path=/probe/log"]);
+    assert_eq!(field(&access, "request_id"), id, "{access}");
+    assert_eq!(field(&access, "component"), "\"probe\"", "{access}");
+
+    // A trap: the guest's panic message and the host's line share the request's id.
+    let access = logs.line(&["toaster::access", "path=/probe/trap"]);
+    let trap_id = field(&access, "request_id");
+    assert_ne!(trap_id, id);
+    let panic = logs.line(&["toaster::component", "deliberate trap"]);
+    assert_eq!(field(&panic, "request_id"), trap_id, "{panic}");
+    let failed = logs.line(&["component failed"]);
+    assert_eq!(field(&failed, "request_id"), trap_id, "{failed}");
+    drop(guard);
+
+    // RUST_LOG filters the guest's lines like any other target.
+    let quiet = Logs::default();
+    let guard = quiet.collect("toaster::access=info,toaster::component=off");
+    let r = h
+        .http
+        .post(h.url("/probe/log"))
+        .body("hidden\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    drop(guard);
+    let lines = quiet.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("path=/probe/log")),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("hidden")), "{lines:#?}");
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn a_component_that_never_returns_is_stopped_by_the_timeout() {
     let db = TestDb::new().await;

@@ -12,6 +12,7 @@ pub mod build;
 pub mod database;
 pub mod deadline;
 pub mod duration;
+pub mod guest_output;
 pub mod http;
 pub mod keys;
 pub mod kv;

@@ -30,6 +30,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::bindings;
 use crate::deadline::{self, Deadlines};
+use crate::guest_output::{GuestOutput, RequestId, Stream};
 use crate::kv::KvStores;
 use crate::manifest::Manifest;
 use crate::outbound::AllowedHosts;
@@ -228,6 +229,8 @@ impl Runtime {
 struct LoadedComponent {
     pre: ProxyPre<HostState>,
     config: Arc<ComponentConfig>,
+    /// Its id, for the lines it writes ([`crate::guest_output`]).
+    name: Arc<str>,
 }
 
 /// A loaded application: routes, components ready to instantiate, and services.
@@ -332,7 +335,14 @@ impl App {
                 .with_context(|| {
                     format!("component {id:?} does not export wasi:http/incoming-handler")
                 })?;
-            components.insert(id.clone(), LoadedComponent { pre, config });
+            components.insert(
+                id.clone(),
+                LoadedComponent {
+                    pre,
+                    config,
+                    name: Arc::from(id.as_str()),
+                },
+            );
         }
         Ok(App {
             runtime: runtime.clone(),
@@ -364,12 +374,14 @@ impl App {
 
     /// Routes and runs one request whose body has already been read (and bounded).
     /// Returns the response and the component that served it, for the access log.
+    /// What the component writes to stdout and stderr is logged with `request_id`.
     pub async fn handle(
         &self,
         parts: http::request::Parts,
         body: Bytes,
         client_addr: SocketAddr,
         scheme: Scheme,
+        request_id: RequestId,
     ) -> (http::Response<HyperOutgoingBody>, Option<String>) {
         let Some(m) = self.router.route(parts.uri.path()) else {
             return (problem::not_found(parts.uri.path()), None);
@@ -427,14 +439,16 @@ impl App {
         let body = Full::new(body)
             .map_err(|e: std::convert::Infallible| -> wasmtime_wasi_http::Error { match e {} });
         let req = http::Request::from_parts(parts, body);
-        match self.run(component, req, scheme).await {
+        match self.run(component, req, scheme, request_id).await {
             Ok(resp) => (resp, id),
             Err(Failure::Timeout) => {
-                tracing::warn!(component = %m.component, "request timed out after {:?}", self.limits.request_timeout);
+                tracing::warn!(component = %m.component, %request_id, "request timed out after {:?}", self.limits.request_timeout);
                 (problem::timeout(), id)
             }
             Err(Failure::Trap(e)) => {
-                tracing::error!(component = %m.component, "component failed: {e}");
+                // The cause (a trap's wasm backtrace) runs over several lines: it goes
+                // last, after the fields that say which request it was.
+                tracing::error!(component = %m.component, %request_id, cause = %e, "component failed");
                 (problem::internal(), id)
             }
         }
@@ -445,13 +459,16 @@ impl App {
         component: &LoadedComponent,
         req: http::Request<B>,
         scheme: Scheme,
+        request_id: RequestId,
     ) -> Result<http::Response<HyperOutgoingBody>, Failure>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let mut wasi = WasiCtx::builder();
-        wasi.inherit_stdout().inherit_stderr();
+        let name = &component.name;
+        wasi.stdout(GuestOutput::new(name.clone(), request_id, Stream::Stdout))
+            .stderr(GuestOutput::new(name.clone(), request_id, Stream::Stderr));
         for (k, v) in &component.config.environment {
             wasi.env(k, v);
         }
@@ -569,12 +586,12 @@ impl App {
                 None => {
                     tokio::spawn(async move {
                         if let Err(e) = guest.await {
-                            tracing::warn!(component = %id, "component failed after its response: {e:?}");
+                            tracing::warn!(component = %id, %request_id, cause = ?e, "component failed after its response");
                         }
                     });
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(component = %id, "component failed after its response: {e:?}")
+                    tracing::warn!(component = %id, %request_id, cause = ?e, "component failed after its response")
                 }
                 Some(Ok(())) => {}
             }

@@ -42,6 +42,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::Limits;
+use crate::guest_output::RequestId;
 use crate::problem;
 use crate::runtime::App;
 use conn_io::{ConnIo, ServiceCalls};
@@ -378,13 +379,16 @@ async fn handle(
     scheme: Scheme,
 ) -> http::Response<HyperOutgoingBody> {
     let started = Instant::now();
+    // The id the component's output lines carry too (`crate::guest_output`).
+    let request_id = RequestId::next();
     // What the access line needs, copied only when the line is written.
     let logged = tracing::enabled!(target: "toaster::access", tracing::Level::INFO)
         .then(|| (req.method().clone(), req.uri().path().to_string()));
-    let (resp, component) = route(app, permits, req, client, scheme).await;
+    let (resp, component) = route(app, permits, req, client, scheme, request_id).await;
     if let Some((method, path)) = logged {
         tracing::info!(
             target: "toaster::access",
+            %request_id,
             %method,
             path = %path.chars().take(256).collect::<String>(),
             component = component.as_deref().unwrap_or("-"),
@@ -438,6 +442,7 @@ async fn route(
     req: hyper::Request<Incoming>,
     client: SocketAddr,
     scheme: Scheme,
+    request_id: RequestId,
 ) -> (http::Response<HyperOutgoingBody>, Option<String>) {
     if req.uri().path() == "/healthz" {
         if !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
@@ -474,7 +479,7 @@ async fn route(
         Ok(Err(_)) => return (problem::unavailable("the server is shutting down"), None),
         Err(_) => return (problem::overloaded(RETRY_AFTER_SECS), None),
     };
-    app.handle(parts, body, client, scheme).await
+    app.handle(parts, body, client, scheme, request_id).await
 }
 
 async fn health(app: &App) -> http::Response<HyperOutgoingBody> {

@@ -356,6 +356,7 @@ pub fn host_work_per_request(workspace: &Path, duration: Duration) -> anyhow::Re
                                 Bytes::new(),
                                 client,
                                 wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
+                                crate::guest_output::RequestId::next(),
                             )
                             .await;
                         anyhow::ensure!(resp.status() == 200, "hello answered {}", resp.status());

@@ -15,6 +15,7 @@
 //! | `POST /probe/pg` | 200 JSON, see [`pg`] |
 //! | `POST /probe/http` `{"url": ..., "method": "GET", "body": optional string}` | 200 `{"status": n}` or `{"error": "<Debug of the SendError>"}` |
 //! | `POST /probe/echo` | 200, body = request body, `x-body-len` header |
+//! | `POST /probe/log` | writes the body to stderr in small pieces and `probe: to stdout` to stdout; 204 |
 //! | `GET /probe/trap` | panics (the guest traps) |
 //! | `GET /probe/loop` | never returns (for timeout tests) |
 //! | anything else under `/probe/` | 404 |
@@ -84,6 +85,7 @@ async fn handle(req: Request) -> Response {
         (Method::Get, "trap", None) => panic!("probe: deliberate trap"),
         (Method::Get, "loop", None) => spin_forever(),
         (Method::Post, "echo", None) => echo_body(&req),
+        (Method::Post, "log", None) => log(req.body()),
         _ => not_found(),
     }
 }
@@ -278,6 +280,19 @@ fn json_response(status: u16, body: &Value) -> Response {
         .header("content-type", "application/json")
         .body(body.to_string())
         .build()
+}
+
+/// Writes `body` to stderr a few bytes at a time (as a formatted line may arrive), and
+/// one line to stdout.
+fn log(body: &[u8]) -> Response {
+    use std::io::Write;
+    let mut stderr = std::io::stderr();
+    for piece in body.chunks(5) {
+        let _ = stderr.write_all(piece);
+        let _ = stderr.flush();
+    }
+    println!("probe: to stdout");
+    empty(204)
 }
 
 fn text(status: u16, body: impl Into<String>) -> Response {
