@@ -165,6 +165,10 @@ struct UpArgs {
     /// shared by several hosts. Without it, `default` is SQLite under the state dir.
     #[arg(long, env = "TOASTER_RUNTIME_CONFIG_FILE")]
     runtime_config_file: Option<PathBuf>,
+    /// Check the manifest and every variable, then exit: nothing is built, started or
+    /// created. E.g. before `spin up`, with the same SPIN_VARIABLE_* environment.
+    #[arg(long)]
+    check: bool,
 }
 
 fn parse_variable(s: &str) -> Result<(String, String), String> {
@@ -352,7 +356,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         None => RuntimeConfig::default(),
     };
     // Fail fast on a taken port, before building or starting PostgreSQL.
-    if let Err(e) = std::net::TcpListener::bind(args.listen)
+    if !args.check
+        && let Err(e) = std::net::TcpListener::bind(args.listen)
         && e.kind() == std::io::ErrorKind::AddrInUse
     {
         bail!(
@@ -402,6 +407,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     ] {
         if declared(name) && !variables.contains_key(name) && !env_has(name) {
             let path = state_dir.join(file);
+            if args.check && !path.exists() {
+                // Made on the first real start.
+                supplied.insert(name.to_owned());
+                continue;
+            }
             variables.insert(name.into(), keys::load_or_create(&path, make)?);
             origin.insert(name.to_owned(), path.display().to_string());
         }
@@ -413,6 +423,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         |k| std::env::var(k).ok(),
         &supplied,
     )?;
+    if args.check {
+        println!(
+            "{}: the manifest and its variables are fine",
+            args.manifest.display()
+        );
+        return Ok(());
+    }
 
     let missing = build::missing(&manifest);
     if args.build {

@@ -178,3 +178,33 @@ fn spin_toml_and_toaster_core_agree_on_every_variable() {
         assert_eq!(decl.required, v.default.is_none(), "{name} required");
     }
 }
+
+#[test]
+fn check_only_checks() {
+    let (output, state) = up(
+        &workspace(),
+        &["--check"],
+        &[("SPIN_VARIABLE_DEVICE_RATE_LIMIT", "100/1s")],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.ends_with("the manifest and its variables are fine\n"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_dir(state.path()).unwrap().count(),
+        0,
+        "nothing is created"
+    );
+    let (output, state) = up(
+        &workspace(),
+        &["--check", "--variable", "max_body_bytes=0"],
+        &[],
+    );
+    let stderr = refused(&output, state.path());
+    assert!(
+        stderr.contains("variable max_body_bytes = \"0\""),
+        "{stderr}"
+    );
+}
