@@ -237,7 +237,16 @@ pub fn text_array(row: &[DbValue], index: usize) -> Result<Vec<String>, Problem>
         Some(DbValue::ArrayStr(items)) => Ok(items.iter().flatten().cloned().collect()),
         Some(DbValue::DbNull) => Ok(Vec::new()),
         other => {
-            eprintln!("db: column {index} is not text[]: {other:?}");
+            // The kind only: a value is data, not for logs.
+            let kind = match other {
+                Some(value) => format!("{value:?}")
+                    .split('(')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                None => "missing".to_owned(),
+            };
+            eprintln!("db: column {index} is not text[] but {kind}");
             Err(respond::internal())
         }
     }

@@ -123,13 +123,26 @@ fn send(out: ResponseOutparam, outgoing: OutgoingResponse, body: &[u8]) {
         };
         for chunk in body.chunks(MAX_WRITE) {
             if let Err(e) = stream.blocking_write_and_flush(chunk) {
-                eprintln!("serve: the client went away: {e:?}");
+                eprintln!(
+                    "serve: the response was not sent whole: {}",
+                    stream_error(&e)
+                );
                 return;
             }
         }
     }
     if let Err(e) = OutgoingBody::finish(outgoing_body, None) {
+        // wasi:http's error-code has no message beyond its name.
         eprintln!("serve: cannot finish the response: {e:?}");
+    }
+}
+
+/// A write's failure, in words: the client went away, or the host's own message.
+fn stream_error(error: &wasi::io::streams::StreamError) -> String {
+    use wasi::io::streams::StreamError;
+    match error {
+        StreamError::Closed => "the client went away".to_owned(),
+        StreamError::LastOperationFailed(e) => e.to_debug_string(),
     }
 }
 
