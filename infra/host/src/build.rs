@@ -21,15 +21,38 @@ pub fn missing(manifest: &Manifest) -> Vec<String> {
 /// The target every component is built for.
 const WASM_TARGET: &str = "wasm32-wasip2";
 
-/// Adds [`WASM_TARGET`] through rustup when it is missing. rust-toolchain.toml names
-/// it, but rustup installs a toolchain file's targets only along with the toolchain
-/// itself, so a machine that already had stable lacks it. Without rustup, the build
-/// command's own error says what is missing.
-fn ensure_wasm_target() -> anyhow::Result<()> {
+/// Adds [`WASM_TARGET`] through rustup when it is missing, before any component is
+/// built. rust-toolchain.toml names it, but rustup installs a toolchain file's targets
+/// only along with the toolchain itself, so a machine that already had stable lacks
+/// it. Both commands run in the manifest's directory, so that they see the toolchain
+/// its rust-toolchain.toml names. Without rustup, a missing target is an error saying
+/// so, not a failed build.
+fn ensure_wasm_target(dir: &std::path::Path) -> anyhow::Result<()> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(dir)
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    if sysroot
+        .as_ref()
+        .is_some_and(|s| s.join("lib/rustlib").join(WASM_TARGET).exists())
+    {
+        return Ok(());
+    }
     let Ok(out) = Command::new("rustup")
         .args(["target", "list", "--installed"])
+        .current_dir(dir)
         .output()
     else {
+        if sysroot.is_some() {
+            bail!(
+                "the Rust target {WASM_TARGET}, which the components are built for, is not \
+                 installed, and there is no rustup to add it: install it for your Rust \
+                 toolchain, then retry"
+            );
+        }
         return Ok(());
     };
     if String::from_utf8_lossy(&out.stdout)
@@ -41,6 +64,7 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
     eprintln!("adding the Rust target {WASM_TARGET} (rustup target add {WASM_TARGET})");
     let status = Command::new("rustup")
         .args(["target", "add", WASM_TARGET])
+        .current_dir(dir)
         .status()
         .context("cannot run rustup")?;
     if !status.success() {
@@ -56,7 +80,7 @@ pub fn build(manifest: &Manifest, ids: &[String]) -> anyhow::Result<()> {
             .as_ref()
             .is_some_and(|b| b.command.contains(WASM_TARGET))
     }) {
-        ensure_wasm_target()?;
+        ensure_wasm_target(&manifest.root)?;
     }
     let mut seen = std::collections::BTreeSet::new();
     for (id, c) in &manifest.components {
