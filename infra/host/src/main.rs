@@ -443,25 +443,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let mut local_pg = None;
-    if declared("db_url") {
-        if start_local_pg {
-            let pg = localpg::LocalPostgres::start(&state_dir.join("postgres"))
-                .await
-                .context("starting a local PostgreSQL (or pass --database-url)")?;
-            let admin = pg.url("postgres");
-            match database::create_database(&admin, "toaster").await {
-                Ok(_) | Err(database::DatabaseError::AlreadyExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            eprintln!(
-                "local PostgreSQL on 127.0.0.1:{} (data in {})",
-                pg.port(),
-                pg.dir().display()
-            );
-            variables.insert("db_url".into(), pg.url("toaster"));
-            local_pg = Some(pg);
-            derive_db_host(&manifest, &mut variables, &mut origin);
+    if declared("db_url") && start_local_pg {
+        let pg = localpg::LocalPostgres::start(&state_dir.join("postgres"))
+            .await
+            .context("starting a local PostgreSQL (or pass --database-url)")?;
+        let admin = pg.url("postgres");
+        match database::create_database(&admin, "toaster").await {
+            Ok(_) | Err(database::DatabaseError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
         }
+        eprintln!(
+            "local PostgreSQL on 127.0.0.1:{} (data in {})",
+            pg.port(),
+            pg.dir().display()
+        );
+        variables.insert("db_url".into(), pg.url("toaster"));
+        local_pg = Some(pg);
+        derive_db_host(&manifest, &mut variables, &mut origin);
     }
 
     // Migrations, when the app has them and a database is configured.
