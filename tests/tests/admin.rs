@@ -325,12 +325,14 @@ async fn a_revoked_admin_token_is_refused_on_its_next_call_in_every_component() 
     }
     let (status, _) = send(api.delete(&format!("/v1/auth/tokens/{alice_id}"), &operator)).await;
     assert_eq!(status, 204);
-    // …and refuses it on its next call, in every component.
+    // …and refuses it on its next call, in every component; 401 even where its role
+    // would be 403.
     for path in [
         "/v1/auth/me",
         "/v1/devices",
         "/v1/ota/firmware",
         "/v1/metrics/retention",
+        "/v1/tenants",
     ] {
         let (status, problem) = send(api.get(path, &alice)).await;
         assert_eq!(status, 401, "{path}: {problem}");

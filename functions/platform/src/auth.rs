@@ -12,15 +12,8 @@
 //!    `WWW-Authenticate`, added by [`crate::respond::problem`]);
 //! 2. HS256 verification with the `token_signing_key` variable
 //!    ([`toaster_core::token::TokenSigner`]): signature, `iss`/`aud`, expiry → 401;
-//! 3. role: not among those allowed → 403;
-//! 4. device tokens only: revocation. The device's status and key generation are read
-//!    from the key-value store (`device:{tenant}:{device}`, see [`crate::kv`]), from
-//!    PostgreSQL on a miss or when the entry is older than
-//!    [`DEVICE_CACHE_MAX_AGE_MS`] (then cached). A device that is not active, is
-//!    unknown, or whose generation differs from the token's → 401. The `auth`
-//!    component rewrites the entry on every change, so a disabled device's tokens are
-//!    refused on their next call; the age bound caps the damage of a lost write.
-//! 5. operator and admin tokens only: revocation by id. The token's `jti`
+//! 3. operator and admin tokens only: revocation by id, before the role (a revoked
+//!    token is 401 wherever it is sent). The token's `jti`
 //!    ([`toaster_core::token::TokenId`]) must not be among its scope's revoked ids:
 //!    one list per tenant for admin tokens and one for operator tokens
 //!    (`revoked:tenant:{tenant}`, `revoked:operator`, see [`crate::kv`]), read from the
@@ -29,7 +22,15 @@
 //!    The `auth` component rewrites the list after every revocation commits, so a
 //!    revoked token is refused on its next call; the age bound caps the damage of a
 //!    lost write. One read of one small key per request: the list holds only revoked
-//!    tokens that have not expired, and a tenant's lists are its own.
+//!    tokens that have not expired, and a tenant's lists are its own;
+//! 4. role: not among those allowed → 403;
+//! 5. device tokens only: revocation. The device's status and key generation are read
+//!    from the key-value store (`device:{tenant}:{device}`, see [`crate::kv`]), from
+//!    PostgreSQL on a miss or when the entry is older than
+//!    [`DEVICE_CACHE_MAX_AGE_MS`] (then cached). A device that is not active, is
+//!    unknown, or whose generation differs from the token's → 401. The `auth`
+//!    component rewrites the entry on every change, so a disabled device's tokens are
+//!    refused on their next call; the age bound caps the damage of a lost write.
 //! 6. device tokens only: the per-device rate limit ([`RateLimit`], variable
 //!    `device_rate_limit`, e.g. `600/60s`), counted under `rate:{tenant}:{device}`;
 //!    over budget → 429 with `Retry-After` = seconds to the end of the window. The
@@ -132,12 +133,14 @@ pub fn authenticate(req: &Request, allowed: &[Role]) -> Result<Caller, Problem> 
             respond::internal()
         }
     })?;
-    require_role(&verified, allowed)
-        .map_err(|e| Problem::forbidden().with_detail(e.to_string()))?;
+    let role = require_role(&verified, allowed);
     let caller = Caller::from_token(verified);
+    // Before the role: a revoked token is 401 wherever it is sent, not 403 where its
+    // role would not do.
     if let Some(scope) = caller.token_scope() {
         check_token_not_revoked(open_store().as_deref(), &scope, &caller.token_id)?;
     }
+    role.map_err(|e| Problem::forbidden().with_detail(e.to_string()))?;
     if caller.role == Role::Device {
         let (Some(tenant), Some(device), Some(generation)) =
             (&caller.tenant, &caller.device, caller.key_generation)
