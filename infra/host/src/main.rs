@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use toaster_core::token::{AccessClaims, Role, TokenSigner};
+use toaster_core::token::{AccessClaims, TokenSigner};
 use toaster_host::runtime_config::RuntimeConfig;
 use toaster_host::{
     HostConfig, Limits, Runtime, bench, build, database, keys, localpg, manifest::Manifest, migrate,
@@ -532,7 +532,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if let Some(token) = token {
         println!("  operator token (12 h): {token}");
     }
-    let _ = Role::Operator;
 
     wait_for_shutdown().await;
     eprintln!("shutting down");
