@@ -10,7 +10,8 @@
 //!   for the next. Each document gets its own fresh app and database, an empty working
 //!   directory and an environment with nothing but `PATH`, `HOME`, the locale and the
 //!   two variables below, so a document sets up everything it uses (its own tenant,
-//!   devices, files).
+//!   devices, files). `toaster` is on the `PATH` (this build's binary), and
+//!   `XDG_CONFIG_HOME` is the run's own, so `toaster login` writes nothing of yours.
 //! - **Skipping a block** takes an HTML comment (invisible once rendered) on the line
 //!   before it, saying why:
 //!   `<!-- doc-test: skip — starts the server, which the test replaces -->`.
@@ -83,6 +84,7 @@ doc_tests! {
     ota => "docs/ota.md",
     aggregation => "docs/aggregation.md",
     simulate => "docs/simulate.md",
+    cli => "docs/cli.md",
 }
 
 // ---------------------------------------------------------------------------------
@@ -501,6 +503,25 @@ fn section(out: &mut String, title: &str, text: &str) {
     }
 }
 
+/// The `toaster` binary of this build: `cargo test` builds it beside the test
+/// executables (`target/<profile>/toaster`, the test being in `target/<profile>/deps`)
+/// for the host's own integration tests.
+fn toaster_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let binary = profile_dir.join("toaster");
+    assert!(
+        binary.is_file(),
+        "{} is missing: the docs use the `toaster` command; build it with `cargo build -p toaster` \
+         (scripts/test builds it)",
+        binary.display()
+    );
+    binary
+}
+
 async fn run_document(path: &str) {
     let file = workspace_root().join(path);
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -529,6 +550,17 @@ async fn run_document(path: &str) {
     }
     std::fs::write(run.join("doc-test.sh"), &script).expect("script");
 
+    // `toaster` on the PATH, as a reader who installed it has it, and a config
+    // directory of the run's own for `toaster login`.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    std::os::unix::fs::symlink(toaster_binary(), bin.join("toaster")).expect("toaster link");
+    let mut search_path = std::ffi::OsString::from(&bin);
+    if let Some(rest) = std::env::var_os("PATH") {
+        search_path.push(":");
+        search_path.push(rest);
+    }
+
     let mut command = tokio::process::Command::new("bash");
     command
         .arg(run.join("doc-test.sh"))
@@ -541,6 +573,8 @@ async fn run_document(path: &str) {
                 .iter()
                 .filter_map(|name| std::env::var_os(name).map(|value| (*name, value))),
         )
+        .env("PATH", search_path)
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
         .env("TOASTER", &app.host.base)
         .env("OPERATOR", app.operator_token())
         .env("DOC_TEST_RUN", &run)
