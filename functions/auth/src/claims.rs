@@ -323,7 +323,7 @@ pub fn revoke(req: &Request, claim: &str) -> Result<Response, Problem> {
 
 /// A claim id from the path. One that cannot be an id names no claim: 404.
 fn claim_in_path(raw: &str) -> Result<String, Problem> {
-    crate::path_segment(raw)
+    toaster_platform::router::path_segment(raw)
         .filter(|id| is_claim_id(id))
         .ok_or_else(Problem::not_found)
 }

@@ -542,7 +542,7 @@ fn current_fingerprint(
 
 /// A device id from the path. One that cannot be an id names no device: 404.
 fn device_in_path(raw: &str) -> Result<DeviceId, Problem> {
-    crate::path_segment(raw)
+    toaster_platform::router::path_segment(raw)
         .and_then(|id| DeviceId::parse(&id).ok())
         .ok_or_else(Problem::not_found)
 }

@@ -107,7 +107,7 @@ pub fn get(req: &Request, tenant: &str) -> Result<Response, Problem> {
 
 /// A tenant id from the path. One that cannot be an id names no tenant: 404.
 fn tenant_in_path(raw: &str) -> Result<TenantId, Problem> {
-    crate::path_segment(raw)
+    toaster_platform::router::path_segment(raw)
         .and_then(|t| TenantId::parse(&t).ok())
         .ok_or_else(Problem::not_found)
 }

@@ -171,7 +171,7 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
 /// recorded). Idempotent: 204 again, without a second audit entry.
 pub fn revoke(req: &Request, raw_id: &str) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Operator, Role::Admin])?;
-    let token_id = crate::path_segment(raw_id)
+    let token_id = toaster_platform::router::path_segment(raw_id)
         .and_then(|id| TokenId::parse(&id))
         .ok_or_else(not_recorded)?;
     let db = Db::open()?;

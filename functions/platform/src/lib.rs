@@ -3,6 +3,8 @@
 //!
 //! - [`serve`]: the entry point's edge: the request read and the response written
 //!   with few calls into the host;
+//! - [`router`]: the path matched to a resource and its methods (404, 405 with
+//!   `Allow`), path segments percent-decoded;
 //! - [`respond`]: `Problem` → problem+json responses (with `WWW-Authenticate` on 401 and
 //!   `Retry-After` on 429/503), JSON bodies;
 //! - [`config`]: the deployment's variables, parsed by `toaster_core::config`; a bad
@@ -28,6 +30,7 @@ pub mod db;
 pub mod kv;
 pub mod query;
 pub mod respond;
+pub mod router;
 pub mod serve;
 pub mod throttle;
 pub mod time;
