@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use spin_sdk::http::{Request, Response};
 use toaster_core::assertion::DevicePublicKey;
+use toaster_core::device::{self as lifecycle, DeviceAction, LifecycleError};
 use toaster_core::ids::{Channel, DeviceId, Model, Tag, TenantId};
 use toaster_core::problem::{FieldError, Problem};
 use toaster_core::token::Role;
@@ -303,7 +304,7 @@ pub fn patch(req: &Request, device: &str) -> Result<Response, Problem> {
         let (mut status, mut generation) =
             lock(db, tenant, &device)?.ok_or_else(Problem::not_found)?;
         if status == DeviceStatus::Decommissioned {
-            return Err(Problem::conflict("the device is decommissioned"));
+            return Err(LifecycleError::Decommissioned.into());
         }
         if let Some(key) = &new_key {
             let current = current_fingerprint(db, tenant, &device)?;
@@ -334,17 +335,17 @@ pub fn patch(req: &Request, device: &str) -> Result<Response, Problem> {
                 json!({"fingerprint": fingerprint, "completed_by": "admin"}),
             )?;
         }
-        match (status, patch.status) {
-            (DeviceStatus::Active, Some(RequestedStatus::Disabled)) => {
-                status = DeviceStatus::Disabled;
-                generation += 1;
-                audit::record(db, tenant, &actor, "device.disabled", device.as_str(), json!({}))?;
+        if let Some(requested) = patch.status {
+            let action = match requested {
+                RequestedStatus::Active => DeviceAction::Enable,
+                RequestedStatus::Disabled => DeviceAction::Disable,
+            };
+            let change = lifecycle::transition(status, action)?;
+            status = change.status;
+            generation += i64::from(change.bump_generation);
+            if let Some(what) = change.audit {
+                audit::record(db, tenant, &actor, what, device.as_str(), json!({}))?;
             }
-            (DeviceStatus::Disabled, Some(RequestedStatus::Active)) => {
-                status = DeviceStatus::Active;
-                audit::record(db, tenant, &actor, "device.enabled", device.as_str(), json!({}))?;
-            }
-            _ => {}
         }
         if patch.channel.is_some() || tags.is_some() {
             audit::record(
@@ -423,11 +424,8 @@ pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
     let db = Db::open()?;
     let generation = db.transaction(|db| {
         let (status, generation) = lock(db, tenant, &device)?.ok_or_else(Problem::not_found)?;
-        let generation = if status == DeviceStatus::Decommissioned {
-            generation
-        } else {
-            generation + 1
-        };
+        let change = lifecycle::transition(status, DeviceAction::Decommission)?;
+        let generation = generation + i64::from(change.bump_generation);
         let params = [db::text(tenant.as_str()), db::text(device.as_str())];
         db.execute(
             "UPDATE devices SET status = 'decommissioned', key_generation = $3, updated_at = now() \
@@ -464,14 +462,8 @@ pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
             }
             details["rollup_rows_erased"] = json!(rollups);
         }
-        audit::record(
-            db,
-            tenant,
-            &actor,
-            "device.decommissioned",
-            device.as_str(),
-            details,
-        )?;
+        let what = change.audit.unwrap_or("device.decommissioned");
+        audit::record(db, tenant, &actor, what, device.as_str(), details)?;
         Ok(generation)
     })?;
     if erase {

@@ -8,6 +8,7 @@
 
 pub mod assertion;
 pub mod config;
+pub mod device;
 pub mod ids;
 pub mod net;
 pub mod ota;
