@@ -39,7 +39,7 @@ pub fn check(req: &Request) -> Result<Response, Problem> {
     query.finish()?;
 
     let mut conn = None;
-    let active = cache::active(tenant, &caller, &mut conn)?;
+    let active = cache::active(tenant, &mut conn)?;
     let candidates: Vec<&str> = active
         .iter()
         .filter(|r| r.may_offer(device, &version))

@@ -8,8 +8,9 @@
 //! rollouts are dropped ([`crate::cache::invalidate`]).
 //!
 //! Timed-out devices count as failed. Since nothing reports a device that never comes
-//! back, the halt rule is also applied whenever a rollout is read or acted on, and when
-//! a check rebuilds the cached active rollouts, not only on reports ([`halt_if_due`]).
+//! back, the halt rule is also applied whenever a rollout is read or acted on, not only
+//! on reports ([`halt_if_due`]). A device's check never writes: its cache rebuild only
+//! stops offering from a rollout that is due to halt ([`crate::cache::active`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
