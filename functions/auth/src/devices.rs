@@ -307,33 +307,11 @@ pub fn patch(req: &Request, device: &str) -> Result<Response, Problem> {
             return Err(LifecycleError::Decommissioned.into());
         }
         if let Some(key) = &new_key {
-            let current = current_fingerprint(db, tenant, &device)?;
-            if current.as_deref() == Some(key.fingerprint().as_str()) {
-                return Err(Problem::conflict("this is already the device's current key"));
-            }
-            insert_key(db, tenant, &device, "pending", key)?;
-            audit::record(
-                db,
-                tenant,
-                &actor,
-                "device.key_rotation_started",
-                device.as_str(),
-                json!({"algorithm": key.algorithm().jws_alg(), "fingerprint": key.fingerprint()}),
-            )?;
+            start_rotation(db, tenant, &device, &actor, key)?;
         }
         if patch.complete_rotation == Some(true) {
-            let Some(fingerprint) = complete_rotation(db, tenant, &device)? else {
-                return Err(Problem::conflict("no key rotation is in progress"));
-            };
+            finish_rotation(db, tenant, &device, &actor)?;
             generation += 1;
-            audit::record(
-                db,
-                tenant,
-                &actor,
-                "device.key_rotated",
-                device.as_str(),
-                json!({"fingerprint": fingerprint, "completed_by": "admin"}),
-            )?;
         }
         if let Some(requested) = patch.status {
             let action = match requested {
@@ -376,6 +354,53 @@ pub fn patch(req: &Request, device: &str) -> Result<Response, Problem> {
     cache_state(tenant, &device, status, generation);
     let view = load(&db, tenant, &device, true)?.ok_or_else(Problem::not_found)?;
     Ok(respond::json(200, &view))
+}
+
+/// `PATCH {"public_key"}`: adds `key` as the device's pending key, audited. 409 if it
+/// is already the current one. Inside the patch's transaction.
+fn start_rotation(
+    db: &Db,
+    tenant: &TenantId,
+    device: &DeviceId,
+    actor: &Actor,
+    key: &DevicePublicKey,
+) -> Result<(), Problem> {
+    let current = current_fingerprint(db, tenant, device)?;
+    if current.as_deref() == Some(key.fingerprint().as_str()) {
+        return Err(Problem::conflict(
+            "this is already the device's current key",
+        ));
+    }
+    insert_key(db, tenant, device, "pending", key)?;
+    audit::record(
+        db,
+        tenant,
+        actor,
+        "device.key_rotation_started",
+        device.as_str(),
+        json!({"algorithm": key.algorithm().jws_alg(), "fingerprint": key.fingerprint()}),
+    )
+}
+
+/// `PATCH {"complete_rotation": true}`: the pending key becomes current, audited; the
+/// caller bumps the key generation. 409 when no rotation is in progress.
+fn finish_rotation(
+    db: &Db,
+    tenant: &TenantId,
+    device: &DeviceId,
+    actor: &Actor,
+) -> Result<(), Problem> {
+    let Some(fingerprint) = complete_rotation(db, tenant, device)? else {
+        return Err(Problem::conflict("no key rotation is in progress"));
+    };
+    audit::record(
+        db,
+        tenant,
+        actor,
+        "device.key_rotated",
+        device.as_str(),
+        json!({"fingerprint": fingerprint, "completed_by": "admin"}),
+    )
 }
 
 /// Makes the pending key current and deletes the old one; the pending key's
