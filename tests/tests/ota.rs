@@ -611,7 +611,11 @@ async fn a_silent_fleet_stops_offers_at_once_and_halts_the_rollout_when_read() {
         1
     );
     assert_eq!(
-        count(&app, "SELECT count(*) FROM audit_log WHERE action = 'rollout.halted'").await,
+        count(
+            &app,
+            "SELECT count(*) FROM audit_log WHERE action = 'rollout.halted'"
+        )
+        .await,
         0
     );
 

@@ -167,7 +167,10 @@ mod tests {
         }
         let problem = Problem::from(LifecycleError::Decommissioned);
         assert_eq!(problem.status, 409);
-        assert_eq!(problem.detail.as_deref(), Some("the device is decommissioned"));
+        assert_eq!(
+            problem.detail.as_deref(),
+            Some("the device is decommissioned")
+        );
     }
 
     #[test]

@@ -352,7 +352,10 @@ mod tests {
             assert_eq!(problem.status, kind.status());
             assert_eq!(problem.title, kind.title());
         }
-        assert_eq!(ProblemType::from_uri("https://example.com/problems/not-found"), None);
+        assert_eq!(
+            ProblemType::from_uri("https://example.com/problems/not-found"),
+            None
+        );
         assert_eq!(
             ProblemType::from_uri("https://toaster.dev/problems/nonsense"),
             None
@@ -364,7 +367,10 @@ mod tests {
         let problem = Problem::method_not_allowed("GET, PUT");
         assert_eq!(problem.status, 405);
         assert_eq!(problem.allow.as_deref(), Some("GET, PUT"));
-        assert_eq!(problem.detail.as_deref(), Some("this resource answers GET, PUT"));
+        assert_eq!(
+            problem.detail.as_deref(),
+            Some("this resource answers GET, PUT")
+        );
         assert!(!problem.to_json().contains("allow\""));
         assert_eq!(Problem::internal().status, 500);
         assert_eq!(Problem::internal().title, "Internal Server Error");

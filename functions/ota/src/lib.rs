@@ -40,13 +40,15 @@ fn route(req: &Request) -> Response {
         ["v1", "ota", "check"] => Some(on.get(|| check::check(req))),
         ["v1", "ota", "report"] => Some(on.post(|| report::report(req))),
         ["v1", "ota", "signing-key"] => Some(on.get(check::signing_key)),
-        ["v1", "ota", "firmware"] => {
-            Some(on.post(|| firmware::create(req)).get(|| firmware::list(req)))
-        }
+        ["v1", "ota", "firmware"] => Some(
+            on.post(|| firmware::create(req))
+                .get(|| firmware::list(req)),
+        ),
         ["v1", "ota", "firmware", id] => Some(on.get(|| firmware::get(req, id))),
-        ["v1", "ota", "rollouts"] => {
-            Some(on.post(|| rollouts::create(req)).get(|| rollouts::list(req)))
-        }
+        ["v1", "ota", "rollouts"] => Some(
+            on.post(|| rollouts::create(req))
+                .get(|| rollouts::list(req)),
+        ),
         ["v1", "ota", "rollouts", id] => Some(on.get(|| rollouts::get(req, id))),
         // An action that is not one names no resource: 404.
         ["v1", "ota", "rollouts", id, action] => {

@@ -149,7 +149,10 @@ mod tests {
             ["v1", "things"] => Some(on.post(|| ok("create")).get(|| ok("list"))),
             ["v1", "things", id] => {
                 let id = id.to_string();
-                Some(on.get(move || Ok(Response::new(200, id))).delete(|| ok("delete")))
+                Some(
+                    on.get(move || Ok(Response::new(200, id)))
+                        .delete(|| ok("delete")),
+                )
             }
             _ => None,
         }
