@@ -18,6 +18,7 @@
 mod audit;
 mod cache;
 mod check;
+mod error;
 mod firmware;
 mod report;
 mod rollouts;
