@@ -18,6 +18,7 @@
 //! a device metric called `latest` can be read raw (`/devices/{id}/latest/raw`) and
 //! through the fleet route, not as a device series.
 
+mod error;
 mod params;
 mod readings;
 mod retention;
@@ -32,6 +33,8 @@ use toaster_platform::auth::{self, Caller};
 use toaster_platform::db::{self, Db};
 use toaster_platform::router::{self, path_segment};
 use toaster_platform::serve;
+
+use crate::error::AggregateError;
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
@@ -74,7 +77,7 @@ pub(crate) fn device_subject(req: &Request, raw_device: &str) -> Result<Subject,
     let tenant = caller.tenant()?.clone();
     let device = path_segment(raw_device)
         .and_then(|id| DeviceId::parse(&id).ok())
-        .ok_or_else(Problem::not_found)?;
+        .ok_or(AggregateError::NoSuchDevice)?;
     let db = Db::open()?;
     check_device(&db, &caller, &tenant, &device)?;
     Ok(Subject { tenant, device, db })
@@ -89,14 +92,14 @@ fn check_device(
     match caller.role {
         // authenticate() has checked that the device exists and is active.
         Role::Device if caller.device() == Some(device) => Ok(()),
-        Role::Device => Err(Problem::not_found()),
+        Role::Device => Err(AggregateError::NoSuchDevice.into()),
         _ => {
             let rows = db.query(
                 "SELECT 1 FROM devices WHERE tenant_id = $1 AND device_id = $2",
                 &[db::text(tenant.as_str()), db::text(device.as_str())],
             )?;
             if rows.rows.is_empty() {
-                Err(Problem::not_found())
+                Err(AggregateError::NoSuchDevice.into())
             } else {
                 Ok(())
             }
@@ -108,5 +111,5 @@ fn check_device(
 pub(crate) fn metric_in_path(raw: &str) -> Result<MetricName, Problem> {
     path_segment(raw)
         .and_then(|name| MetricName::parse(&name).ok())
-        .ok_or_else(|| Problem::not_found().with_detail("no such metric name"))
+        .ok_or_else(|| AggregateError::NoSuchMetric.into())
 }
