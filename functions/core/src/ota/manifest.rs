@@ -99,7 +99,7 @@ impl fmt::Debug for ManifestSigner {
 }
 
 /// The DER of an Ed25519 PKCS#8 (v1) private key up to its 32-byte seed (RFC 8410).
-const PKCS8_ED25519_PREFIX: [u8; 16] = [
+pub(super) const PKCS8_ED25519_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 /// The DER of an Ed25519 SPKI public key up to its 32 bytes (RFC 8410).
