@@ -16,8 +16,6 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use jwt_simple::JWTError;
 use jwt_simple::prelude::{
     ECDSAP256PublicKeyLike, ES256PublicKey, Ed25519PublicKey, EdDSAPublicKeyLike, NoCustomClaims,
@@ -40,12 +38,11 @@ pub const LEEWAY_SECS: u64 = 60;
 pub const MAX_LIFETIME_SECS: u64 = 3600;
 pub const MAX_JTI_LEN: usize = 128;
 
+#[cfg(test)]
 const PEM_BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+#[cfg(test)]
 const PEM_END: &str = "-----END PUBLIC KEY-----";
-/// SubjectPublicKeyInfo prefix of an Ed25519 key (OID 1.3.101.112, 32-byte key).
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+use crate::pem::{self, ED25519_SPKI_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyAlgorithm {
@@ -105,17 +102,7 @@ impl DevicePublicKey {
         if pem.len() > MAX_PEM_BYTES {
             return Err(KeyError::TooLarge { max: MAX_PEM_BYTES });
         }
-        let body = pem
-            .trim()
-            .strip_prefix(PEM_BEGIN)
-            .and_then(|rest| rest.strip_suffix(PEM_END))
-            .ok_or(KeyError::NotPem)?;
-        // A second block hidden between our markers would otherwise be base64 noise.
-        if body.contains('-') {
-            return Err(KeyError::NotPem);
-        }
-        let base64: String = body.split_ascii_whitespace().collect();
-        let der = STANDARD.decode(base64).map_err(|_| KeyError::NotPem)?;
+        let der = pem::decode(pem, pem::PUBLIC_KEY).ok_or(KeyError::NotPem)?;
         Self::from_der(&der)
     }
 
@@ -149,19 +136,7 @@ impl DevicePublicKey {
 
     /// The canonical PEM: what to store and show back.
     pub fn to_pem(&self) -> String {
-        let base64 = STANDARD.encode(&self.der);
-        let mut pem = String::with_capacity(base64.len() + 64);
-        pem.push_str(PEM_BEGIN);
-        pem.push('\n');
-        // Standard PEM lines are 64 characters; base64 output is ASCII, so the
-        // byte chunks are whole characters.
-        for line in base64.as_bytes().chunks(64) {
-            pem.push_str(&String::from_utf8_lossy(line));
-            pem.push('\n');
-        }
-        pem.push_str(PEM_END);
-        pem.push('\n');
-        pem
+        pem::encode(pem::PUBLIC_KEY, &self.der)
     }
 
     /// Lowercase hex SHA-256 of the canonical DER, for logs and the audit trail.

@@ -17,6 +17,7 @@ pub mod telemetry;
 pub mod token;
 
 mod jws;
+mod pem;
 
 use thiserror::Error;
 

@@ -1,7 +1,8 @@
 //! Unit tests of `assertion`.
 
 use super::*;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jwt_simple::prelude::{
     ECDSAP256KeyPairLike, ES256KeyPair, ES256kKeyPair, ES384KeyPair, Ed25519KeyPair,
     EdDSAKeyPairLike, HS256Key, JWTClaims, MACLike,

@@ -102,24 +102,13 @@ impl fmt::Debug for ManifestSigner {
 pub(super) const PKCS8_ED25519_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
-/// The DER of an Ed25519 SPKI public key up to its 32 bytes (RFC 8410).
-const SPKI_ED25519_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
 
 impl ManifestSigner {
     /// A `-----BEGIN PRIVATE KEY-----` block (PKCS#8, RFC 8410), as
     /// `openssl genpkey -algorithm ed25519` writes.
     pub fn from_pem(pem: &str) -> Result<Self, ManifestKeyError> {
-        let body = pem
-            .trim()
-            .strip_prefix("-----BEGIN PRIVATE KEY-----")
-            .and_then(|rest| rest.strip_suffix("-----END PRIVATE KEY-----"))
-            .ok_or(ManifestKeyError::PrivateKey)?;
-        let body: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let mut der = STANDARD
-            .decode(body)
-            .map_err(|_| ManifestKeyError::PrivateKey)?;
+        let mut der =
+            crate::pem::decode(pem, crate::pem::PRIVATE_KEY).ok_or(ManifestKeyError::PrivateKey)?;
         let seed = der
             .strip_prefix(&PKCS8_ED25519_PREFIX[..])
             .and_then(|seed| <[u8; 32]>::try_from(seed).ok());
@@ -153,8 +142,7 @@ impl ManifestSigner {
 
     /// The public key as an SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
     pub fn public_key_pem(&self) -> String {
-        let encoded = STANDARD.encode(self.public_key_der());
-        format!("-----BEGIN PUBLIC KEY-----\n{encoded}\n-----END PUBLIC KEY-----\n")
+        crate::pem::encode(crate::pem::PUBLIC_KEY, &self.public_key_der())
     }
 
     /// Lowercase hex SHA-256 of the public key's SPKI DER.
@@ -164,7 +152,7 @@ impl ManifestSigner {
 
     fn public_key_der(&self) -> Vec<u8> {
         [
-            &SPKI_ED25519_PREFIX[..],
+            &crate::pem::ED25519_SPKI_PREFIX[..],
             self.key.verifying_key().as_bytes(),
         ]
         .concat()
