@@ -225,6 +225,7 @@ async fn firmware_is_immutable_and_its_version_unique_per_model() {
             .await
             .unwrap();
         assert_eq!(response.status(), 405, "{method}");
+        assert_eq!(response.headers()["allow"], "GET", "{method}");
     }
 
     let (status, list) = send(api.get("/v1/ota/firmware?model=t1000", &admin)).await;
