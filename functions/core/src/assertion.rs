@@ -142,10 +142,7 @@ impl DevicePublicKey {
     /// Lowercase hex SHA-256 of the canonical DER, for logs and the audit trail.
     /// Equals `openssl pkey -pubin -outform DER | sha256sum` for the same key.
     pub fn fingerprint(&self) -> String {
-        Sha256::digest(&self.der)
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        hex::encode(Sha256::digest(&self.der))
     }
 
     /// Checks signature, algorithm, `iss` and `aud` (time is checked by the caller);

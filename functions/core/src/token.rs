@@ -181,9 +181,7 @@ impl TokenId {
     fn from_bytes(bytes: &[u8]) -> TokenId {
         let mut text = String::with_capacity(Self::PREFIX.len() + Self::HEX_DIGITS);
         text.push_str(Self::PREFIX);
-        for byte in bytes {
-            text.push_str(&format!("{byte:02x}"));
-        }
+        text.push_str(&hex::encode(bytes));
         TokenId(text)
     }
 
