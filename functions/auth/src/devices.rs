@@ -27,6 +27,7 @@ use toaster_platform::query::{self, Query};
 use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
+use crate::error::AuthError;
 
 /// Most tags a device (or a claim) may carry.
 pub const MAX_TAGS: usize = 32;
@@ -67,7 +68,7 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
             claim_id: None,
         };
         if !insert(db, &row)? {
-            return Err(Problem::conflict("a device with this id exists"));
+            return Err(AuthError::DeviceExists.into());
         }
         audit::record(
             db,
@@ -119,7 +120,7 @@ pub fn insert(db: &Db, row: &NewDeviceRow<'_>) -> Result<bool, Problem> {
         .map_err(|e| {
             if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
                 // An admin token minted offline for a tenant nobody created.
-                Problem::forbidden().with_detail("the token's tenant does not exist")
+                AuthError::NoTenant.into()
             } else {
                 db::unavailable_or_internal(&e)
             }
@@ -367,9 +368,7 @@ fn start_rotation(
 ) -> Result<(), Problem> {
     let current = current_fingerprint(db, tenant, device)?;
     if current.as_deref() == Some(key.fingerprint().as_str()) {
-        return Err(Problem::conflict(
-            "this is already the device's current key",
-        ));
+        return Err(AuthError::AlreadyCurrentKey.into());
     }
     insert_key(db, tenant, device, "pending", key)?;
     audit::record(
@@ -391,7 +390,7 @@ fn finish_rotation(
     actor: &Actor,
 ) -> Result<(), Problem> {
     let Some(fingerprint) = complete_rotation(db, tenant, device)? else {
-        return Err(Problem::conflict("no key rotation is in progress"));
+        return Err(AuthError::NoRotation.into());
     };
     audit::record(
         db,

@@ -24,6 +24,7 @@
 mod audit;
 mod claims;
 mod devices;
+mod error;
 mod login;
 mod secrets;
 mod tenants;

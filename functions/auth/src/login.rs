@@ -44,6 +44,7 @@ use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
 use crate::devices;
+use crate::error::AuthError;
 
 /// Device access tokens live 15 minutes: short enough that a stolen one is soon
 /// useless even without revocation, long enough that a device signs an assertion only
@@ -84,7 +85,7 @@ fn decoy_verification(assertion: &str, tenant: &TenantId, now: u64) {
 }
 
 fn refused() -> Problem {
-    Problem::unauthorized().with_detail("invalid client assertion")
+    AuthError::LoginRefused.into()
 }
 
 fn refuse_because(tenant: &str, device: &str, why: &str) -> Problem {
