@@ -21,7 +21,9 @@
 //! - [`time`]: the clock and RFC 3339 output.
 //!
 //! A handler reads: `authenticate` → `body::json` → `core` → `db`/`kv` → `respond`,
-//! returning `Result<Response, Problem>`; the entry point ends in `respond::outcome`.
+//! returning `Result<Response, Problem>`; the entry point hands the request to
+//! `router::route` with the component's table of paths and methods. A component's own
+//! refusals are an error enum with `impl From<…> for Problem` (its `error` module).
 
 pub mod auth;
 pub mod body;
