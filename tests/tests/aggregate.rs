@@ -777,6 +777,9 @@ async fn bad_parameters_are_4xx_and_too_many_buckets_say_what_to_change() {
         .await
         .unwrap();
     assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, PUT");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["title"], "Method Not Allowed");
     app.stop().await;
 }
 

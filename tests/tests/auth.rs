@@ -1650,3 +1650,45 @@ async fn a_fleet_behind_one_address_is_not_throttled() {
     assert_eq!(count(&app, "SELECT count(*) FROM devices").await, 80);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_known_path_with_another_method_is_405_naming_the_allowed_ones() {
+    let app = TestApp::start().await;
+    let operator = app.operator_token();
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/v1/tenants", "POST, GET"),
+        (
+            reqwest::Method::POST,
+            "/v1/devices/sn-1",
+            "GET, PATCH, DELETE",
+        ),
+        (reqwest::Method::GET, "/v1/auth/token", "POST"),
+    ] {
+        let response = app
+            .http()
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&operator)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["type"],
+            "https://toaster.dev/problems/method-not-allowed"
+        );
+        assert_eq!(body["title"], "Method Not Allowed");
+    }
+    // An unknown path is 404 whatever the method, with the table's title.
+    let response = app
+        .http()
+        .put(app.url("/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["title"], "Not Found");
+    app.stop().await;
+}

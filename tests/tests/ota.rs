@@ -225,6 +225,7 @@ async fn firmware_is_immutable_and_its_version_unique_per_model() {
             .await
             .unwrap();
         assert_eq!(response.status(), 405, "{method}");
+        assert_eq!(response.headers()["allow"], "GET", "{method}");
     }
 
     let (status, list) = send(api.get("/v1/ota/firmware?model=t1000", &admin)).await;
@@ -576,7 +577,7 @@ async fn cached_rollouts(app: &TestApp, tenant: &str) -> Option<Value> {
 }
 
 #[tokio::test]
-async fn a_silent_fleet_halts_the_rollout_before_anyone_reads_it() {
+async fn a_silent_fleet_stops_offers_at_once_and_halts_the_rollout_when_read() {
     let app = TestApp::start().await;
     let api = Api::new(&app);
     let admin = api.tenant("acme").await;
@@ -598,25 +599,38 @@ async fn a_silent_fleet_halts_the_rollout_before_anyone_reads_it() {
 
     // Both devices go silent (bricked toasters do not report).
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    // The entry expires (as it does after 10 s); the next check rebuilds it, applies
-    // the halt rule, and offers nothing, though the third device is in the cohort.
+    // The entry expires (as it does after 10 s); the next check rebuilds it, leaves out
+    // the rollout the halt rule stops, and offers nothing, though the third device is
+    // in the cohort. The check writes nothing: the rollout is not halted by it.
     app.host.kv().delete("default", "ota:acme");
     let (status, body) = api.check("acme", &fleet[2], "1.0.0").await;
     assert_eq!(status, 204, "{body}");
+    let cached = cached_rollouts(&app, "acme").await.expect("rebuilt");
+    assert_eq!(cached["rollouts"], json!([]));
     assert_eq!(
-        count(&app, "SELECT count(*) FROM rollouts WHERE state = 'halted'").await,
+        count(&app, "SELECT count(*) FROM rollouts WHERE state = 'active'").await,
         1
     );
     assert_eq!(
         count(
             &app,
-            "SELECT count(*) FROM audit_log WHERE action = 'rollout.halted' AND details->>'trigger' = 'check'"
+            "SELECT count(*) FROM audit_log WHERE action = 'rollout.halted'"
+        )
+        .await,
+        0
+    );
+
+    // Reading the rollout processes the timeouts: it halts there, once.
+    let state = api.rollout_state(&admin, &id).await;
+    assert_eq!(state["state"], "halted", "{state}");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM audit_log WHERE action = 'rollout.halted' AND details->>'trigger' = 'read'"
         )
         .await,
         1
     );
-    let cached = cached_rollouts(&app, "acme").await.expect("rebuilt");
-    assert_eq!(cached["rollouts"], json!([]));
     app.stop().await;
 }
 

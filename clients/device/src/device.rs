@@ -783,11 +783,11 @@ impl Device {
         let key = self.manifest_key(&signed.key_id).await?;
         let update = key.verify(&signed)?;
         if let Some(model) = &self.inner.identity.model
-            && &update.manifest.model != model
+            && update.manifest.model.as_str() != model
         {
             return Err(OtaError::WrongModel {
                 expected: model.clone(),
-                got: update.manifest.model,
+                got: update.manifest.model.to_string(),
             }
             .into());
         }

@@ -63,6 +63,13 @@ impl Transient {
     }
 }
 
+/// A download that does not match its manifest (`m.verify_image(&image)?`).
+impl From<toaster_core::ota::ImageMismatch> for Error {
+    fn from(error: toaster_core::ota::ImageMismatch) -> Self {
+        Error::Ota(error.into())
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("invalid configuration: {0}")]

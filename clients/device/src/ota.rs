@@ -12,8 +12,8 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
+use toaster_core::ota::hex_digest;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum OtaError {
@@ -33,58 +33,19 @@ pub enum OtaError {
     ImageDigest { expected: String, got: String },
 }
 
-/// What to install. Only trust one that came out of [`SigningKey::verify`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    // In lexicographic order: serde writes fields in declaration order, and the
-    // canonical form sorts them.
-    pub model: String,
-    pub rollout_id: String,
-    pub sha256: String,
-    pub size: u64,
-    pub url: String,
-    pub version: String,
-}
+/// What to install, and the body of a `200` from `GET /v1/ota/check`: the server's own
+/// types (`toaster_core::ota`), so both sides read and sign the same bytes. Only trust
+/// a manifest that came out of [`SigningKey::verify`]; [`Manifest::verify_image`]
+/// checks a download against it.
+pub use toaster_core::ota::{ImageMismatch, Manifest, SignedManifest};
 
-impl Manifest {
-    /// The bytes the server signed: the manifest as JSON, members sorted by name,
-    /// no whitespace. serde_json escapes strings the way RFC 8785 does (`\"`, `\\`,
-    /// `\b \f \n \r \t`, other controls as lowercase `\u00xx`, everything else as
-    /// UTF-8), and `size` is an integer, so this is the JCS form.
-    pub fn canonical_bytes(&self) -> Vec<u8> {
-        // A struct of strings and an integer always serialises.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// Checks a downloaded image against the manifest: its size, then its SHA-256.
-    pub fn verify_image(&self, image: &[u8]) -> Result<(), OtaError> {
-        if image.len() as u64 != self.size {
-            return Err(OtaError::ImageSize {
-                expected: self.size,
-                got: image.len() as u64,
-            });
+impl From<ImageMismatch> for OtaError {
+    fn from(error: ImageMismatch) -> Self {
+        match error {
+            ImageMismatch::Size { expected, got } => OtaError::ImageSize { expected, got },
+            ImageMismatch::Digest { expected, got } => OtaError::ImageDigest { expected, got },
         }
-        let digest = hex(&Sha256::digest(image));
-        if !digest.eq_ignore_ascii_case(&self.sha256) {
-            return Err(OtaError::ImageDigest {
-                expected: self.sha256.clone(),
-                got: digest,
-            });
-        }
-        Ok(())
     }
-}
-
-/// The body of a `200` from `GET /v1/ota/check`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedManifest {
-    pub manifest: Manifest,
-    /// Standard base64 of the 64-byte Ed25519 signature.
-    pub signature: String,
-    pub signature_algorithm: String,
-    /// SHA-256 (hex) of the signing key's SPKI DER.
-    pub key_id: String,
 }
 
 /// An update whose manifest verified.
@@ -136,7 +97,7 @@ impl SigningKey {
     pub fn from_pem(pem: &str) -> Result<SigningKey, OtaError> {
         let key =
             ed25519_compact::PublicKey::from_pem(pem.trim()).map_err(|_| OtaError::SigningKey)?;
-        let key_id = hex(&Sha256::digest(key.to_der()));
+        let key_id = hex_digest(&key.to_der());
         Ok(SigningKey { key, key_id })
     }
 
@@ -151,7 +112,7 @@ impl SigningKey {
 
     /// Checks that this key signed `signed.manifest`, and returns the manifest.
     pub fn verify(&self, signed: &SignedManifest) -> Result<Update, OtaError> {
-        if signed.signature_algorithm != "Ed25519" {
+        if signed.signature_algorithm != toaster_core::ota::SIGNATURE_ALGORITHM {
             return Err(OtaError::Algorithm(signed.signature_algorithm.clone()));
         }
         if !signed.key_id.eq_ignore_ascii_case(&self.key_id) {
@@ -175,19 +136,16 @@ impl SigningKey {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use toaster_core::ids::Model;
 
     fn manifest() -> Manifest {
         Manifest {
-            model: "t1000".into(),
+            model: Model::parse("t1000").unwrap(),
             rollout_id: "ro_0123456789abcdef".into(),
-            sha256: hex(&Sha256::digest(b"firmware")),
+            sha256: hex_digest(b"firmware"),
             size: 8,
             url: "https://cdn.example.com/t1000/1.4.0.bin".into(),
             version: "1.4.0".into(),
@@ -201,7 +159,7 @@ mod tests {
             manifest: manifest.clone(),
             signature: STANDARD.encode(signature.as_ref()),
             signature_algorithm: "Ed25519".into(),
-            key_id: hex(&Sha256::digest(pair.pk.to_der())),
+            key_id: hex_digest(&pair.pk.to_der()),
         }
     }
 
@@ -246,7 +204,7 @@ mod tests {
             |m| m.sha256 = "0".repeat(64),
             |m| m.size += 1,
             |m| m.version = "1.4.1".into(),
-            |m| m.model = "t2000".into(),
+            |m| m.model = Model::parse("t2000").unwrap(),
             |m| m.rollout_id = "ro_fedcba9876543210".into(),
         ];
         for change in tampered {
@@ -312,19 +270,19 @@ mod tests {
     }
 
     #[test]
-    fn the_image_must_match_size_and_digest() {
+    fn an_image_mismatch_is_an_ota_error() {
         let m = manifest();
         m.verify_image(b"firmware").unwrap();
-        assert!(matches!(
-            m.verify_image(b"firmwar"),
-            Err(OtaError::ImageSize {
+        assert_eq!(
+            OtaError::from(m.verify_image(b"firmwar").unwrap_err()),
+            OtaError::ImageSize {
                 expected: 8,
                 got: 7
-            })
-        ));
+            }
+        );
         assert!(matches!(
-            m.verify_image(b"firmwarE"),
-            Err(OtaError::ImageDigest { .. })
+            OtaError::from(m.verify_image(b"firmwarE").unwrap_err()),
+            OtaError::ImageDigest { .. }
         ));
     }
 

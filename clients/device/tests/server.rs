@@ -110,7 +110,7 @@ async fn provision_login_post_check_and_report() {
         .expect("an offer");
     assert_eq!(update.manifest.version, "1.4.0");
     assert_eq!(update.manifest.rollout_id, rollout_id);
-    assert_eq!(update.manifest.model, MODEL);
+    assert_eq!(update.manifest.model.as_str(), MODEL);
     // ...which is the app's manifest signing key.
     let app_key = ed25519_compact::KeyPair::from_pem(&app.manifest_signing_key).unwrap();
     let pinned = SigningKey::from_pem(&app_key.pk.to_pem()).unwrap();

@@ -18,56 +18,47 @@
 //! a device metric called `latest` can be read raw (`/devices/{id}/latest/raw`) and
 //! through the fleet route, not as a device series.
 
+mod error;
 mod params;
 mod readings;
 mod retention;
 mod series;
 
-use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use toaster_core::ids::{DeviceId, MetricName, TenantId};
 use toaster_core::problem::Problem;
 use toaster_core::token::Role;
 use toaster_platform::auth::{self, Caller};
 use toaster_platform::db::{self, Db};
-use toaster_platform::{respond, serve};
+use toaster_platform::router::{self, path_segment};
+use toaster_platform::serve;
+
+use crate::error::AggregateError;
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
-    serve::serve(req, out, |req| respond::outcome(route(req))).await
+    serve::serve(req, out, route).await
 }
 
-fn route(req: &Request) -> Result<Response, Problem> {
-    let path = req.path();
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let method = req.method();
-    let get_only = |handler: &dyn Fn() -> Result<Response, Problem>| match method {
-        Method::Get => handler(),
-        _ => Err(respond::method_not_allowed(method)),
-    };
-    match segments.as_slice() {
+fn route(req: &Request) -> Response {
+    router::route(req, |path, on| match *path {
         ["v1", "metrics", "devices", device, "latest"] => {
-            get_only(&|| readings::latest(req, device))
+            Some(on.get(|| readings::latest(req, device)))
         }
         ["v1", "metrics", "devices", device, metric] => {
-            get_only(&|| series::device(req, device, metric))
+            Some(on.get(|| series::device(req, device, metric)))
         }
         ["v1", "metrics", "devices", device, metric, "raw"] => {
-            get_only(&|| readings::raw(req, device, metric))
+            Some(on.get(|| readings::raw(req, device, metric)))
         }
-        ["v1", "metrics", "fleet", metric] => get_only(&|| series::fleet(req, metric)),
-        ["v1", "metrics", "retention"] => match method {
-            Method::Get => retention::get(req),
-            Method::Put => retention::put(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "metrics", "retention", "run"] => match method {
-            Method::Post => retention::run(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        _ => Err(respond::no_route_problem(method, req.path())),
-    }
+        ["v1", "metrics", "fleet", metric] => Some(on.get(|| series::fleet(req, metric))),
+        ["v1", "metrics", "retention"] => {
+            Some(on.get(|| retention::get(req)).put(|| retention::put(req)))
+        }
+        ["v1", "metrics", "retention", "run"] => Some(on.post(|| retention::run(req))),
+        _ => None,
+    })
 }
 
 /// Whose data a request reads: the caller's tenant and a device it may see, and the
@@ -86,7 +77,7 @@ pub(crate) fn device_subject(req: &Request, raw_device: &str) -> Result<Subject,
     let tenant = caller.tenant()?.clone();
     let device = path_segment(raw_device)
         .and_then(|id| DeviceId::parse(&id).ok())
-        .ok_or_else(Problem::not_found)?;
+        .ok_or(AggregateError::NoSuchDevice)?;
     let db = Db::open()?;
     check_device(&db, &caller, &tenant, &device)?;
     Ok(Subject { tenant, device, db })
@@ -101,14 +92,14 @@ fn check_device(
     match caller.role {
         // authenticate() has checked that the device exists and is active.
         Role::Device if caller.device() == Some(device) => Ok(()),
-        Role::Device => Err(Problem::not_found()),
+        Role::Device => Err(AggregateError::NoSuchDevice.into()),
         _ => {
             let rows = db.query(
                 "SELECT 1 FROM devices WHERE tenant_id = $1 AND device_id = $2",
                 &[db::text(tenant.as_str()), db::text(device.as_str())],
             )?;
             if rows.rows.is_empty() {
-                Err(Problem::not_found())
+                Err(AggregateError::NoSuchDevice.into())
             } else {
                 Ok(())
             }
@@ -120,23 +111,5 @@ fn check_device(
 pub(crate) fn metric_in_path(raw: &str) -> Result<MetricName, Problem> {
     path_segment(raw)
         .and_then(|name| MetricName::parse(&name).ok())
-        .ok_or_else(|| Problem::not_found().with_detail("no such metric name"))
-}
-
-/// Percent-decodes one path segment; `None` if it is not valid UTF-8 once decoded.
-fn path_segment(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+        .ok_or_else(|| AggregateError::NoSuchMetric.into())
 }

@@ -11,7 +11,8 @@
 //! (`toaster_core::telemetry::query`): outside, 422 naming the parameter and the range,
 //! before any arithmetic or SQL sees them.
 
-use toaster_core::problem::{FieldError, Problem};
+use crate::error::AggregateError;
+use toaster_core::problem::Problem;
 use toaster_core::telemetry::query::{InstantError, bucket_count, parse_instant, whole_buckets};
 use toaster_platform::query::Query;
 use toaster_platform::time;
@@ -186,7 +187,7 @@ impl SeriesQuery {
         let (from_ms, to_ms) = take_range(query)?;
         let bucket = query
             .take_parsed("bucket", Bucket::parse)?
-            .ok_or_else(|| Problem::bad_request("the query parameter bucket is required"))?;
+            .ok_or(AggregateError::Missing("bucket"))?;
         let aggs = query
             .take_parsed("agg", Agg::parse_list)?
             .unwrap_or_else(|| DEFAULT_AGGS.to_vec());
@@ -226,10 +227,10 @@ pub fn take_range(query: &mut Query) -> Result<(i64, i64), Problem> {
     if !outside.is_empty() {
         return Err(out_of_range(&outside));
     }
-    let from = from.ok_or_else(|| Problem::bad_request("the query parameter from is required"))?;
+    let from = from.ok_or(AggregateError::Missing("from"))?;
     let to = to.unwrap_or_else(time::now_ms);
     if from >= to {
-        return Err(Problem::bad_request("from must be before to"));
+        return Err(AggregateError::EmptyRange.into());
     }
     Ok((from, to))
 }
@@ -251,25 +252,15 @@ fn take_instant(
             outside.push(name);
             Ok(None)
         }
-        Err(InstantError::Format(detail)) => Err(Problem::bad_request(format!(
-            "the query parameter {name} is invalid: {detail}"
-        ))),
+        Err(InstantError::Format(detail)) => {
+            Err(AggregateError::BadInstant { name, detail }.into())
+        }
     }
 }
 
 /// 422: the parameters `names` are instants outside the range a query may name.
-fn out_of_range(names: &[&str]) -> Problem {
-    let errors = names
-        .iter()
-        .map(|name| FieldError::new(*name, InstantError::OutOfRange.to_string()))
-        .collect();
-    Problem::unprocessable(errors).with_detail(format!(
-        "the time range is invalid: {} outside 0000-01-01T00:00:00Z to 9999-12-31T00:00:00Z",
-        match names {
-            [one] => format!("{one} is"),
-            _ => format!("{} are", names.join(" and ")),
-        }
-    ))
+fn out_of_range(names: &[&'static str]) -> Problem {
+    AggregateError::OutOfRange(names.to_vec()).into()
 }
 
 /// 422 when `[start, end)` holds more than `max` buckets, saying what would fit.
@@ -295,15 +286,16 @@ pub fn check_buckets(bucket: Bucket, start_ms: i64, end_ms: i64, max: u64) -> Re
     if let Some(larger) = larger {
         advice.push_str(&format!(", or use bucket={} or larger", larger.label()));
     }
-    Err(Problem::unprocessable(vec![FieldError::new(
-        "bucket",
-        format!(
+    Err(AggregateError::TooManyBuckets {
+        count,
+        max,
+        detail: format!(
             "the range spans {count} buckets of {}; at most {max} are allowed \
              (variable {MAX_BUCKETS_VARIABLE}): {advice}",
             bucket.label()
         ),
-    )])
-    .with_detail(format!("too many buckets: {count} > {max}")))
+    }
+    .into())
 }
 
 fn duration_text(ms: i64) -> String {

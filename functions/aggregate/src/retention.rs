@@ -13,6 +13,8 @@ use toaster_core::token::Role;
 use toaster_platform::db::{self, Db};
 use toaster_platform::{auth, body, respond};
 
+use crate::error::AggregateError;
+
 /// Bounds of every field, as the table's CHECK constraints have them.
 const MAX_DAYS: u32 = 3650;
 
@@ -62,7 +64,7 @@ impl Policy {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(Problem::unprocessable(errors))
+            Err(AggregateError::Policy(errors).into())
         }
     }
 }
@@ -114,7 +116,7 @@ pub fn put(req: &Request) -> Result<Response, Problem> {
     )
     .map_err(|e| {
         if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
-            Problem::forbidden().with_detail("the token's tenant does not exist")
+            AggregateError::NoTenant.into()
         } else {
             db::unavailable_or_internal(&e)
         }

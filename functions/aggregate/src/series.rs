@@ -76,9 +76,8 @@ pub fn fleet(req: &Request, metric: &str) -> Result<spin_sdk::http::Response, Pr
     let db = Db::open()?;
     // The statement is prepared once per session, and after a few runs PostgreSQL may
     // switch to a generic plan, which cannot see how much of the table the range
-    // covers: for a month of a whole fleet it picked an index scan of every row over a
-    // parallel sequential scan, 2.5 times slower. Planning each run costs well under
-    // a millisecond; `SET LOCAL` ends with the transaction.
+    // covers, and picks a slower scan (BENCHMARKS.md, "Measurements behind code
+    // choices"). `SET LOCAL` ends with the transaction.
     let buckets = db.transaction(|db| {
         db.execute("SET LOCAL plan_cache_mode = force_custom_plan", &[])?;
         load(db, &tenant, &metric, &series, &scope)

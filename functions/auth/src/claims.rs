@@ -36,6 +36,7 @@ use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
 use crate::devices::{self, NewDeviceRow};
+use crate::error::AuthError;
 use crate::secrets;
 
 pub const MAX_QUOTA: u32 = 100_000;
@@ -115,7 +116,7 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
         )
         .map_err(|e| {
             if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
-                Problem::forbidden().with_detail("the token's tenant does not exist")
+                AuthError::NoTenant.into()
             } else {
                 db::unavailable_or_internal(&e)
             }
@@ -323,7 +324,7 @@ pub fn revoke(req: &Request, claim: &str) -> Result<Response, Problem> {
 
 /// A claim id from the path. One that cannot be an id names no claim: 404.
 fn claim_in_path(raw: &str) -> Result<String, Problem> {
-    crate::path_segment(raw)
+    toaster_platform::router::path_segment(raw)
         .filter(|id| is_claim_id(id))
         .ok_or_else(Problem::not_found)
 }
@@ -365,10 +366,7 @@ pub fn provision(req: &Request) -> Result<Response, Problem> {
 fn provision_throttled(req: &Request, throttle: &mut Throttle) -> Result<Response, Problem> {
     let request: Provision = body::json(req)?;
     let key = devices::parse_key("/public_key", &request.public_key)?;
-    let refused = || {
-        Problem::unauthorized()
-            .with_detail("the claim token is invalid, expired, revoked or used up")
-    };
+    let refused = || Problem::from(AuthError::ClaimRefused);
     if request.claim_token.len() > MAX_CLAIM_TOKEN_BYTES
         || !request.claim_token.starts_with(secrets::CLAIM_TOKEN_PREFIX)
     {
@@ -414,7 +412,7 @@ fn provision_throttled(req: &Request, throttle: &mut Throttle) -> Result<Respons
             claim_id: Some(&claim_id),
         };
         if !devices::insert(db, &new)? {
-            return Err(Problem::conflict("a device with this id exists"));
+            return Err(AuthError::DeviceExists.into());
         }
         audit::record(
             db,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use spin_sdk::http::{Request, Response};
 use toaster_core::assertion::DevicePublicKey;
+use toaster_core::device::{self as lifecycle, DeviceAction, LifecycleError};
 use toaster_core::ids::{Channel, DeviceId, Model, Tag, TenantId};
 use toaster_core::problem::{FieldError, Problem};
 use toaster_core::token::Role;
@@ -26,6 +27,7 @@ use toaster_platform::query::{self, Query};
 use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
+use crate::error::AuthError;
 
 /// Most tags a device (or a claim) may carry.
 pub const MAX_TAGS: usize = 32;
@@ -66,7 +68,7 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
             claim_id: None,
         };
         if !insert(db, &row)? {
-            return Err(Problem::conflict("a device with this id exists"));
+            return Err(AuthError::DeviceExists.into());
         }
         audit::record(
             db,
@@ -118,7 +120,7 @@ pub fn insert(db: &Db, row: &NewDeviceRow<'_>) -> Result<bool, Problem> {
         .map_err(|e| {
             if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
                 // An admin token minted offline for a tenant nobody created.
-                Problem::forbidden().with_detail("the token's tenant does not exist")
+                AuthError::NoTenant.into()
             } else {
                 db::unavailable_or_internal(&e)
             }
@@ -303,48 +305,26 @@ pub fn patch(req: &Request, device: &str) -> Result<Response, Problem> {
         let (mut status, mut generation) =
             lock(db, tenant, &device)?.ok_or_else(Problem::not_found)?;
         if status == DeviceStatus::Decommissioned {
-            return Err(Problem::conflict("the device is decommissioned"));
+            return Err(LifecycleError::Decommissioned.into());
         }
         if let Some(key) = &new_key {
-            let current = current_fingerprint(db, tenant, &device)?;
-            if current.as_deref() == Some(key.fingerprint().as_str()) {
-                return Err(Problem::conflict("this is already the device's current key"));
-            }
-            insert_key(db, tenant, &device, "pending", key)?;
-            audit::record(
-                db,
-                tenant,
-                &actor,
-                "device.key_rotation_started",
-                device.as_str(),
-                json!({"algorithm": key.algorithm().jws_alg(), "fingerprint": key.fingerprint()}),
-            )?;
+            start_rotation(db, tenant, &device, &actor, key)?;
         }
         if patch.complete_rotation == Some(true) {
-            let Some(fingerprint) = complete_rotation(db, tenant, &device)? else {
-                return Err(Problem::conflict("no key rotation is in progress"));
-            };
+            finish_rotation(db, tenant, &device, &actor)?;
             generation += 1;
-            audit::record(
-                db,
-                tenant,
-                &actor,
-                "device.key_rotated",
-                device.as_str(),
-                json!({"fingerprint": fingerprint, "completed_by": "admin"}),
-            )?;
         }
-        match (status, patch.status) {
-            (DeviceStatus::Active, Some(RequestedStatus::Disabled)) => {
-                status = DeviceStatus::Disabled;
-                generation += 1;
-                audit::record(db, tenant, &actor, "device.disabled", device.as_str(), json!({}))?;
+        if let Some(requested) = patch.status {
+            let action = match requested {
+                RequestedStatus::Active => DeviceAction::Enable,
+                RequestedStatus::Disabled => DeviceAction::Disable,
+            };
+            let change = lifecycle::transition(status, action)?;
+            status = change.status;
+            generation += i64::from(change.bump_generation);
+            if let Some(what) = change.audit {
+                audit::record(db, tenant, &actor, what, device.as_str(), json!({}))?;
             }
-            (DeviceStatus::Disabled, Some(RequestedStatus::Active)) => {
-                status = DeviceStatus::Active;
-                audit::record(db, tenant, &actor, "device.enabled", device.as_str(), json!({}))?;
-            }
-            _ => {}
         }
         if patch.channel.is_some() || tags.is_some() {
             audit::record(
@@ -375,6 +355,51 @@ pub fn patch(req: &Request, device: &str) -> Result<Response, Problem> {
     cache_state(tenant, &device, status, generation);
     let view = load(&db, tenant, &device, true)?.ok_or_else(Problem::not_found)?;
     Ok(respond::json(200, &view))
+}
+
+/// `PATCH {"public_key"}`: adds `key` as the device's pending key, audited. 409 if it
+/// is already the current one. Inside the patch's transaction.
+fn start_rotation(
+    db: &Db,
+    tenant: &TenantId,
+    device: &DeviceId,
+    actor: &Actor,
+    key: &DevicePublicKey,
+) -> Result<(), Problem> {
+    let current = current_fingerprint(db, tenant, device)?;
+    if current.as_deref() == Some(key.fingerprint().as_str()) {
+        return Err(AuthError::AlreadyCurrentKey.into());
+    }
+    insert_key(db, tenant, device, "pending", key)?;
+    audit::record(
+        db,
+        tenant,
+        actor,
+        "device.key_rotation_started",
+        device.as_str(),
+        json!({"algorithm": key.algorithm().jws_alg(), "fingerprint": key.fingerprint()}),
+    )
+}
+
+/// `PATCH {"complete_rotation": true}`: the pending key becomes current, audited; the
+/// caller bumps the key generation. 409 when no rotation is in progress.
+fn finish_rotation(
+    db: &Db,
+    tenant: &TenantId,
+    device: &DeviceId,
+    actor: &Actor,
+) -> Result<(), Problem> {
+    let Some(fingerprint) = complete_rotation(db, tenant, device)? else {
+        return Err(AuthError::NoRotation.into());
+    };
+    audit::record(
+        db,
+        tenant,
+        actor,
+        "device.key_rotated",
+        device.as_str(),
+        json!({"fingerprint": fingerprint, "completed_by": "admin"}),
+    )
 }
 
 /// Makes the pending key current and deletes the old one; the pending key's
@@ -423,11 +448,8 @@ pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
     let db = Db::open()?;
     let generation = db.transaction(|db| {
         let (status, generation) = lock(db, tenant, &device)?.ok_or_else(Problem::not_found)?;
-        let generation = if status == DeviceStatus::Decommissioned {
-            generation
-        } else {
-            generation + 1
-        };
+        let change = lifecycle::transition(status, DeviceAction::Decommission)?;
+        let generation = generation + i64::from(change.bump_generation);
         let params = [db::text(tenant.as_str()), db::text(device.as_str())];
         db.execute(
             "UPDATE devices SET status = 'decommissioned', key_generation = $3, updated_at = now() \
@@ -464,14 +486,8 @@ pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
             }
             details["rollup_rows_erased"] = json!(rollups);
         }
-        audit::record(
-            db,
-            tenant,
-            &actor,
-            "device.decommissioned",
-            device.as_str(),
-            details,
-        )?;
+        let what = change.audit.unwrap_or("device.decommissioned");
+        audit::record(db, tenant, &actor, what, device.as_str(), details)?;
         Ok(generation)
     })?;
     if erase {
@@ -542,7 +558,7 @@ fn current_fingerprint(
 
 /// A device id from the path. One that cannot be an id names no device: 404.
 fn device_in_path(raw: &str) -> Result<DeviceId, Problem> {
-    crate::path_segment(raw)
+    toaster_platform::router::path_segment(raw)
         .and_then(|id| DeviceId::parse(&id).ok())
         .ok_or_else(Problem::not_found)
 }

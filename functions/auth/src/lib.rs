@@ -24,109 +24,46 @@
 mod audit;
 mod claims;
 mod devices;
+mod error;
 mod login;
 mod secrets;
 mod tenants;
 mod tokens;
 
-use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
-use toaster_core::problem::Problem;
-use toaster_platform::{respond, serve};
+use toaster_platform::{router, serve};
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
-    serve::serve(req, out, |req| respond::outcome(route(req))).await
+    serve::serve(req, out, route).await
 }
 
-fn route(req: &Request) -> Result<Response, Problem> {
-    let path = req.path();
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let method = req.method();
-    match segments.as_slice() {
-        ["v1", "tenants"] => match method {
-            Method::Post => tenants::create(req),
-            Method::Get => tenants::list(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "tenants", tenant] => match method {
-            Method::Get => tenants::get(req, tenant),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "tenants", tenant, "tokens"] => match method {
-            Method::Post => tenants::mint_admin_token(req, tenant),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "devices"] => match method {
-            Method::Post => devices::create(req),
-            Method::Get => devices::list(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "devices", device] => match method {
-            Method::Get => devices::get(req, device),
-            Method::Patch => devices::patch(req, device),
-            Method::Delete => devices::delete(req, device),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "claims"] => match method {
-            Method::Post => claims::create(req),
-            Method::Get => claims::list(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "claims", claim] => match method {
-            Method::Get => claims::get(req, claim),
-            Method::Delete => claims::revoke(req, claim),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "provision"] => match method {
-            Method::Post => claims::provision(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "auth", "me"] => match method {
-            Method::Get => login::whoami(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "auth", "token"] => match method {
-            Method::Post => login::exchange(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "auth", "tokens"] => match method {
-            Method::Get => tokens::list(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "auth", "tokens", token] => match method {
-            Method::Delete => tokens::revoke(req, token),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "auth", "revoke"] => match method {
-            Method::Post => tokens::revoke_presented(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "audit"] => match method {
-            Method::Get => audit::list(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        _ => Err(respond::no_route_problem(method, req.path())),
-    }
-}
-
-/// Percent-decodes one path segment; `None` if it is not valid UTF-8 once decoded.
-/// Identifiers are ASCII, so a client that escapes `:` as `%3A` still names the
-/// same device.
-fn path_segment(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+fn route(req: &Request) -> Response {
+    router::route(req, |path, on| match *path {
+        ["v1", "tenants"] => Some(on.post(|| tenants::create(req)).get(|| tenants::list(req))),
+        ["v1", "tenants", tenant] => Some(on.get(|| tenants::get(req, tenant))),
+        ["v1", "tenants", tenant, "tokens"] => {
+            Some(on.post(|| tenants::mint_admin_token(req, tenant)))
         }
-    }
-    String::from_utf8(out).ok()
+        ["v1", "devices"] => Some(on.post(|| devices::create(req)).get(|| devices::list(req))),
+        ["v1", "devices", device] => Some(
+            on.get(|| devices::get(req, device))
+                .patch(|| devices::patch(req, device))
+                .delete(|| devices::delete(req, device)),
+        ),
+        ["v1", "claims"] => Some(on.post(|| claims::create(req)).get(|| claims::list(req))),
+        ["v1", "claims", claim] => Some(
+            on.get(|| claims::get(req, claim))
+                .delete(|| claims::revoke(req, claim)),
+        ),
+        ["v1", "provision"] => Some(on.post(|| claims::provision(req))),
+        ["v1", "auth", "me"] => Some(on.get(|| login::whoami(req))),
+        ["v1", "auth", "token"] => Some(on.post(|| login::exchange(req))),
+        ["v1", "auth", "tokens"] => Some(on.get(|| tokens::list(req))),
+        ["v1", "auth", "tokens", token] => Some(on.delete(|| tokens::revoke(req, token))),
+        ["v1", "auth", "revoke"] => Some(on.post(|| tokens::revoke_presented(req))),
+        ["v1", "audit"] => Some(on.get(|| audit::list(req))),
+        _ => None,
+    })
 }

@@ -44,6 +44,7 @@ use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
 use crate::devices;
+use crate::error::AuthError;
 
 /// Device access tokens live 15 minutes: short enough that a stolen one is soon
 /// useless even without revocation, long enough that a device signs an assertion only
@@ -84,7 +85,7 @@ fn decoy_verification(assertion: &str, tenant: &TenantId, now: u64) {
 }
 
 fn refused() -> Problem {
-    Problem::unauthorized().with_detail("invalid client assertion")
+    AuthError::LoginRefused.into()
 }
 
 fn refuse_because(tenant: &str, device: &str, why: &str) -> Problem {
@@ -166,51 +167,68 @@ fn exchange_throttled(req: &Request, throttle: &mut Throttle) -> Result<Response
         ));
     }
 
-    let mut generation = record.key_generation;
-    if by_pending {
-        generation = db.transaction(|db| {
-            let (status, generation) = devices::lock(db, &tenant, &device)?
-                .ok_or_else(|| refuse_because(tenant.as_str(), device.as_str(), "gone"))?;
-            if status != DeviceStatus::Active {
-                return Err(refuse_because(
-                    tenant.as_str(),
-                    device.as_str(),
-                    status.as_str(),
-                ));
-            }
-            // Another login may have completed it a moment ago.
-            let Some(fingerprint) = devices::complete_rotation(db, &tenant, &device)? else {
-                return Ok(generation);
-            };
-            db.execute(
-                "UPDATE devices SET key_generation = $3, updated_at = now() \
-                 WHERE tenant_id = $1 AND device_id = $2",
-                &[
-                    db::text(tenant.as_str()),
-                    db::text(device.as_str()),
-                    db::int8(generation + 1),
-                ],
-            )?;
-            audit::record(
-                db,
-                &tenant,
-                &Actor {
-                    role: "device",
-                    name: device.as_str(),
-                },
-                "device.key_rotated",
-                device.as_str(),
-                json!({"fingerprint": fingerprint, "completed_by": "device login"}),
-            )?;
-            Ok(generation + 1)
-        })?;
-    }
+    let generation = if by_pending {
+        db.transaction(|db| complete_rotation_at_login(db, &tenant, &device))?
+    } else {
+        record.key_generation
+    };
     // Write-through: the device's first call with this token needs no database read.
     devices::cache_state(&tenant, &device, DeviceStatus::Active, generation);
+    token_response(&tenant, &device, generation)
+}
 
+/// A login signed with the pending key completes the rotation: the key generation the
+/// new token carries. Inside a transaction; refused if the device stopped being active.
+fn complete_rotation_at_login(
+    db: &Db,
+    tenant: &TenantId,
+    device: &DeviceId,
+) -> Result<i64, Problem> {
+    let (status, generation) = devices::lock(db, tenant, device)?
+        .ok_or_else(|| refuse_because(tenant.as_str(), device.as_str(), "gone"))?;
+    if status != DeviceStatus::Active {
+        return Err(refuse_because(
+            tenant.as_str(),
+            device.as_str(),
+            status.as_str(),
+        ));
+    }
+    // Another login may have completed it a moment ago.
+    let Some(fingerprint) = devices::complete_rotation(db, tenant, device)? else {
+        return Ok(generation);
+    };
+    db.execute(
+        "UPDATE devices SET key_generation = $3, updated_at = now() \
+         WHERE tenant_id = $1 AND device_id = $2",
+        &[
+            db::text(tenant.as_str()),
+            db::text(device.as_str()),
+            db::int8(generation + 1),
+        ],
+    )?;
+    audit::record(
+        db,
+        tenant,
+        &Actor {
+            role: "device",
+            name: device.as_str(),
+        },
+        "device.key_rotated",
+        device.as_str(),
+        json!({"fingerprint": fingerprint, "completed_by": "device login"}),
+    )?;
+    Ok(generation + 1)
+}
+
+/// 200 with a fresh device access token carrying `generation`, never cached.
+fn token_response(
+    tenant: &TenantId,
+    device: &DeviceId,
+    generation: i64,
+) -> Result<Response, Problem> {
     let claims = AccessClaims::device(
         tenant.clone(),
-        &device,
+        device,
         u64::try_from(generation).unwrap_or(0),
     );
     let token = auth::signer()?

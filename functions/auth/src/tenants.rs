@@ -16,6 +16,7 @@ use toaster_platform::query::{self, Query};
 use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
+use crate::error::AuthError;
 use crate::{secrets, tokens};
 
 const MAX_NAME_CHARS: usize = 200;
@@ -98,16 +99,13 @@ pub fn get(req: &Request, tenant: &str) -> Result<Response, Problem> {
         &format!("{TENANT_COLUMNS} WHERE tenant_id = $1"),
         &[db::text(tenant.as_str())],
     )?;
-    let row = rows
-        .rows
-        .first()
-        .ok_or_else(|| Problem::not_found().with_detail("no such tenant"))?;
+    let row = rows.rows.first().ok_or(AuthError::NoSuchTenant)?;
     Ok(respond::json(200, &TenantView::from_row(row)?))
 }
 
 /// A tenant id from the path. One that cannot be an id names no tenant: 404.
 fn tenant_in_path(raw: &str) -> Result<TenantId, Problem> {
-    crate::path_segment(raw)
+    toaster_platform::router::path_segment(raw)
         .and_then(|t| TenantId::parse(&t).ok())
         .ok_or_else(Problem::not_found)
 }
@@ -138,7 +136,7 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
             ],
         )?;
         let Some(row) = rows.rows.first() else {
-            return Err(Problem::conflict("a tenant with this id exists"));
+            return Err(AuthError::TenantExists.into());
         };
         let created_ms: i64 = db::column(row, 0)?;
         audit::record(
@@ -207,7 +205,7 @@ pub fn mint_admin_token(req: &Request, tenant: &str) -> Result<Response, Problem
             &[db::text(tenant.as_str())],
         )?;
         if exists.rows.is_empty() {
-            return Err(Problem::not_found().with_detail("no such tenant"));
+            return Err(AuthError::NoSuchTenant.into());
         }
         let claims = AccessClaims::admin(tenant.clone(), request.subject.clone());
         let issued = signer

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use spin_sdk::http::{Request, Response};
 use toaster_core::ids::TenantId;
-use toaster_core::problem::{FieldError, Problem};
+use toaster_core::problem::Problem;
 use toaster_core::token::{Rejection, Role, TokenError, TokenId, VerifiedToken};
 use toaster_platform::auth::{self, Caller};
 use toaster_platform::db::{self, Db, DbValue};
@@ -29,6 +29,7 @@ use toaster_platform::query::{self, Query};
 use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
+use crate::error::AuthError;
 
 /// Rows are deleted this long after their token expired: long enough that a token
 /// still within verification's leeway stays revoked, short enough that the table
@@ -171,7 +172,7 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
 /// recorded). Idempotent: 204 again, without a second audit entry.
 pub fn revoke(req: &Request, raw_id: &str) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Operator, Role::Admin])?;
-    let token_id = crate::path_segment(raw_id)
+    let token_id = toaster_platform::router::path_segment(raw_id)
         .and_then(|id| TokenId::parse(&id))
         .ok_or_else(not_recorded)?;
     let db = Db::open()?;
@@ -234,9 +235,7 @@ pub fn revoke_presented(req: &Request) -> Result<Response, Problem> {
     };
     let scope = presented_scope(&verified)?;
     if !may_revoke(&caller, &scope)? {
-        return Err(
-            Problem::forbidden().with_detail("an admin may revoke only its own tenant's tokens")
-        );
+        return Err(AuthError::ForeignToken.into());
     }
     let claims = &verified.claims;
     let db = Db::open()?;
@@ -336,12 +335,9 @@ fn record_revocation(
 }
 
 fn not_recorded() -> Problem {
-    Problem::not_found().with_detail(
-        "no such token among those the API minted; revoke a token minted elsewhere \
-         (toaster token) by presenting it: POST /v1/auth/revoke",
-    )
+    AuthError::NotRecorded.into()
 }
 
-fn unprocessable_token(detail: &str) -> Problem {
-    Problem::unprocessable(vec![FieldError::new("/token", detail)])
+fn unprocessable_token(detail: &'static str) -> Problem {
+    AuthError::InvalidToken(detail).into()
 }

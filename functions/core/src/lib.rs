@@ -9,6 +9,7 @@
 pub mod assertion;
 pub mod config;
 pub mod control;
+pub mod device;
 pub mod ids;
 pub mod net;
 pub mod ota;
@@ -17,6 +18,7 @@ pub mod telemetry;
 pub mod token;
 
 mod jws;
+mod pem;
 
 use thiserror::Error;
 

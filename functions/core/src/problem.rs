@@ -5,20 +5,10 @@
 //! this occurrence. Nothing here ever puts a secret, token or SQL into a body: callers
 //! pass only messages they wrote.
 //!
-//! The `type` URIs, all under `https://toaster.dev/problems/`:
-//!
-//! | type                     | status | constructor                      |
-//! |--------------------------|--------|----------------------------------|
-//! | `bad-request`            | 400    | [`Problem::bad_request`]         |
-//! | `unauthorized`           | 401    | [`Problem::unauthorized`]        |
-//! | `forbidden`              | 403    | [`Problem::forbidden`]           |
-//! | `not-found`              | 404    | [`Problem::not_found`]           |
-//! | `conflict`               | 409    | [`Problem::conflict`]            |
-//! | `payload-too-large`      | 413    | [`Problem::payload_too_large`]   |
-//! | `unsupported-media-type` | 415    | [`Problem::unsupported_media_type`] |
-//! | `validation`             | 422    | [`Problem::unprocessable`]       |
-//! | `rate-limited`           | 429    | [`Problem::too_many_requests`]   |
-//! | `unavailable`            | 503    | [`Problem::unavailable`]         |
+//! The `type` URIs, all under `https://toaster.dev/problems/`, and their one title
+//! each, are the table [`ProblemType`]: every problem is built from it, so a `type` has
+//! the same title wherever it is sent. The titles of the generic types are HTTP's
+//! reason phrases (RFC 9110), as the host's own answers use them.
 
 use serde::{Deserialize, Serialize};
 
@@ -62,17 +52,147 @@ pub struct Problem {
     /// Seconds for the `Retry-After` header; not part of the body.
     #[serde(skip)]
     pub retry_after: Option<u32>,
+    /// The methods for the `Allow` header of a 405 (`GET, POST`); not part of the body.
+    #[serde(skip)]
+    pub allow: Option<String>,
+}
+
+/// Every problem `type` Toaster sends: its slug under `https://toaster.dev/problems/`,
+/// its one title and its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemType {
+    /// 400: the request cannot be read at all (malformed JSON, bad query string).
+    BadRequest,
+    /// 401: the bearer token is missing, invalid or expired.
+    Unauthorized,
+    /// 403: authenticated, but the role may not do this.
+    Forbidden,
+    /// 404: no such resource (or another tenant's).
+    NotFound,
+    /// 405: the resource exists, not with this method (sent with `Allow`).
+    MethodNotAllowed,
+    /// 408: the request body did not arrive in time (the host).
+    RequestTimeout,
+    /// 409: the request conflicts with the current state.
+    Conflict,
+    /// 413: the body is too large.
+    PayloadTooLarge,
+    /// 415: the body is not of the expected media type.
+    UnsupportedMediaType,
+    /// 422: the body is well-formed but breaks the schema.
+    Validation,
+    /// 429: a rate limit was hit.
+    RateLimited,
+    /// 500: our fault.
+    Internal,
+    /// 503: storage unreachable, or the server at capacity.
+    Unavailable,
+    /// 504: the component did not answer in time (the host).
+    Timeout,
+}
+
+impl ProblemType {
+    /// Every type, in status order.
+    pub const ALL: [ProblemType; 14] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::RequestTimeout,
+        Self::Conflict,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::Validation,
+        Self::RateLimited,
+        Self::Internal,
+        Self::Unavailable,
+        Self::Timeout,
+    ];
+
+    /// The last segment of the `type` URI.
+    pub const fn slug(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad-request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::RequestTimeout => "request-timeout",
+            Self::Conflict => "conflict",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::Validation => "validation",
+            Self::RateLimited => "rate-limited",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// The one title of this type.
+    pub const fn title(self) -> &'static str {
+        match self {
+            Self::BadRequest => "Bad Request",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
+            Self::NotFound => "Not Found",
+            Self::MethodNotAllowed => "Method Not Allowed",
+            Self::RequestTimeout => "Request Timeout",
+            Self::Conflict => "Conflict",
+            Self::PayloadTooLarge => "Payload Too Large",
+            Self::UnsupportedMediaType => "Unsupported Media Type",
+            Self::Validation => "Validation failed",
+            Self::RateLimited => "Too Many Requests",
+            Self::Internal => "Internal Server Error",
+            Self::Unavailable => "Service Unavailable",
+            Self::Timeout => "Gateway Timeout",
+        }
+    }
+
+    /// The HTTP status sent with this type.
+    pub const fn status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
+            Self::Conflict => 409,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::Validation => 422,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+            Self::Timeout => 504,
+        }
+    }
+
+    /// The full `type` URI.
+    pub fn uri(self) -> String {
+        format!("{TYPE_BASE}{}", self.slug())
+    }
+
+    /// The type a `type` URI names, if it is one of ours.
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        let slug = uri.strip_prefix(TYPE_BASE)?;
+        Self::ALL.into_iter().find(|t| t.slug() == slug)
+    }
 }
 
 impl Problem {
-    fn new(slug: &str, title: &str, status: u16) -> Self {
+    /// A problem of `kind`, without detail.
+    pub fn of(kind: ProblemType) -> Self {
         Self {
-            type_: format!("{TYPE_BASE}{slug}"),
-            title: title.to_owned(),
-            status,
+            type_: kind.uri(),
+            title: kind.title().to_owned(),
+            status: kind.status(),
             detail: None,
             errors: Vec::new(),
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -84,41 +204,41 @@ impl Problem {
 
     /// 400: the request cannot be read at all (malformed JSON, bad query string).
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new("bad-request", "Malformed request", 400).with_detail(detail)
+        Self::of(ProblemType::BadRequest).with_detail(detail)
     }
 
     /// 401: the bearer token is missing, invalid or expired. Send
     /// [`WWW_AUTHENTICATE`] with it.
     pub fn unauthorized() -> Self {
-        Self::new("unauthorized", "Authentication required", 401)
+        Self::of(ProblemType::Unauthorized)
     }
 
     /// 403: authenticated, but the role may not do this.
     pub fn forbidden() -> Self {
-        Self::new("forbidden", "Not allowed", 403)
+        Self::of(ProblemType::Forbidden)
     }
 
     /// 404: no such resource, or it belongs to another tenant (the two must look
     /// alike so that tenants cannot probe each other).
     pub fn not_found() -> Self {
-        Self::new("not-found", "Not found", 404)
+        Self::of(ProblemType::NotFound)
     }
 
     /// 409: the request conflicts with the current state, such as a duplicate id.
     pub fn conflict(detail: impl Into<String>) -> Self {
-        Self::new("conflict", "Conflict", 409).with_detail(detail)
+        Self::of(ProblemType::Conflict).with_detail(detail)
     }
 
     /// 413: the body is larger than `limit_bytes`.
     pub fn payload_too_large(limit_bytes: usize) -> Self {
-        Self::new("payload-too-large", "Payload too large", 413).with_detail(format!(
+        Self::of(ProblemType::PayloadTooLarge).with_detail(format!(
             "the request body must be at most {limit_bytes} bytes"
         ))
     }
 
     /// 415: the body is not of the `expected` media type.
     pub fn unsupported_media_type(expected: &str) -> Self {
-        Self::new("unsupported-media-type", "Unsupported media type", 415)
+        Self::of(ProblemType::UnsupportedMediaType)
             .with_detail(format!("the request body must be {expected}"))
     }
 
@@ -130,7 +250,7 @@ impl Problem {
         };
         Self {
             errors,
-            ..Self::new("validation", "Validation failed", 422).with_detail(detail)
+            ..Self::of(ProblemType::Validation).with_detail(detail)
         }
     }
 
@@ -138,7 +258,7 @@ impl Problem {
     pub fn too_many_requests(retry_after: u32) -> Self {
         Self {
             retry_after: Some(retry_after),
-            ..Self::new("rate-limited", "Too many requests", 429)
+            ..Self::of(ProblemType::RateLimited)
         }
     }
 
@@ -146,7 +266,22 @@ impl Problem {
     pub fn unavailable(retry_after: u32) -> Self {
         Self {
             retry_after: Some(retry_after),
-            ..Self::new("unavailable", "Service unavailable", 503)
+            ..Self::of(ProblemType::Unavailable)
+        }
+    }
+
+    /// 500 without detail. Log the cause (without secrets) before returning it; the
+    /// client learns nothing but that it was our fault.
+    pub fn internal() -> Self {
+        Self::of(ProblemType::Internal)
+    }
+
+    /// 405: the resource exists, but answers only `allow` (send them as `Allow`).
+    pub fn method_not_allowed(allow: &str) -> Self {
+        Self {
+            allow: Some(allow.to_owned()),
+            ..Self::of(ProblemType::MethodNotAllowed)
+                .with_detail(format!("this resource answers {allow}"))
         }
     }
 
@@ -192,6 +327,8 @@ mod tests {
         ];
         for (problem, status, slug) in cases {
             assert_eq!(problem.status, status);
+            let kind = ProblemType::from_uri(&problem.type_).unwrap();
+            assert_eq!(problem.title, kind.title(), "{slug}");
             assert_eq!(
                 problem.type_,
                 format!("https://toaster.dev/problems/{slug}")
@@ -201,6 +338,42 @@ mod tests {
             assert_eq!(body["type"], problem.type_);
             assert_eq!(body["title"], problem.title);
         }
+    }
+
+    #[test]
+    fn each_type_has_one_slug_title_and_status() {
+        let mut slugs = std::collections::HashSet::new();
+        let mut titles = std::collections::HashSet::new();
+        for kind in ProblemType::ALL {
+            assert!(slugs.insert(kind.slug()), "{kind:?}: slug used twice");
+            assert!(titles.insert(kind.title()), "{kind:?}: title used twice");
+            assert_eq!(ProblemType::from_uri(&kind.uri()), Some(kind));
+            let problem = Problem::of(kind);
+            assert_eq!(problem.status, kind.status());
+            assert_eq!(problem.title, kind.title());
+        }
+        assert_eq!(
+            ProblemType::from_uri("https://example.com/problems/not-found"),
+            None
+        );
+        assert_eq!(
+            ProblemType::from_uri("https://toaster.dev/problems/nonsense"),
+            None
+        );
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_allowed_methods_outside_the_body() {
+        let problem = Problem::method_not_allowed("GET, PUT");
+        assert_eq!(problem.status, 405);
+        assert_eq!(problem.allow.as_deref(), Some("GET, PUT"));
+        assert_eq!(
+            problem.detail.as_deref(),
+            Some("this resource answers GET, PUT")
+        );
+        assert!(!problem.to_json().contains("allow\""));
+        assert_eq!(Problem::internal().status, 500);
+        assert_eq!(Problem::internal().title, "Internal Server Error");
     }
 
     #[test]

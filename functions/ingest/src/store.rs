@@ -6,10 +6,10 @@
 //! The statement text is the same for every batch size but one, so the host prepares
 //! each once per pooled session: a batch of one reading has its own statement
 //! (`store_one.sql`), the same writes without the grouping, which cost a one-reading
-//! batch more than the writes themselves. Readings go as three parallel arrays (`unnest`): measured
-//! against one `jsonb` parameter expanded with `jsonb_to_recordset`, arrays were as
-//! fast at 100 readings and about 15 % faster at 1,000, and they spare the host a
-//! JSON parse and re-serialisation of every batch.
+//! batch more than the writes themselves. Readings go as three parallel arrays
+//! (`unnest`) rather than one `jsonb` parameter: no slower, and they spare the host a
+//! JSON parse and re-serialisation of every batch (BENCHMARKS.md, "Measurements behind
+//! code choices").
 //!
 //! The first batch that falls on a day without a partition fails with SQLSTATE 23514;
 //! the partitions are then created (`toaster_ensure_telemetry_partitions`, which also

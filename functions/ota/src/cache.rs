@@ -14,12 +14,17 @@
 //! [`MAX_AGE_MS`] are rebuilt; and staleness can only withhold an offer, never make
 //! one: the offer statement re-checks the rollout's state in PostgreSQL, and a stage
 //! only grows, so a stale percentage is a smaller cohort.
+//!
+//! The check path only reads: a rebuild leaves out the rollouts that the halt rule
+//! says must halt (the counts come with the same query), so nothing more is offered
+//! from them, but it does not halt them. The halt itself is written where reports and
+//! timeouts are processed: a report, a read of the rollout, an action on it
+//! ([`crate::rollouts`]).
 
 use serde::{Deserialize, Serialize};
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::ota::{FirmwareVersion, HaltRule, Tally, VersionRange, in_cohort, is_offerable};
 use toaster_core::problem::Problem;
-use toaster_platform::auth::Caller;
 use toaster_platform::db::{self, Db};
 use toaster_platform::{kv, time};
 
@@ -69,18 +74,15 @@ impl ActiveRollout {
     }
 }
 
-/// The tenant's active rollouts: from the store when fresh, else from PostgreSQL (then
-/// cached). Opens `conn` when it has to go to PostgreSQL, for the caller to reuse.
+/// The tenant's active rollouts that may still offer: from the store when fresh, else
+/// from PostgreSQL (then cached). Opens `conn` when it has to go to PostgreSQL, for the
+/// caller to reuse.
 ///
-/// A rebuild also applies the halt rule to each active rollout (the counts come with
-/// the same query): devices that went silent past their deadline halt a rollout here
-/// even if nobody reads it, within [`MAX_AGE_MS`] of a check. `caller` (the checking
-/// device) is who the audit entry names.
-pub fn active(
-    tenant: &TenantId,
-    caller: &Caller,
-    conn: &mut Option<Db>,
-) -> Result<Vec<ActiveRollout>, Problem> {
+/// A rebuild leaves out each rollout the halt rule says must halt (devices that went
+/// silent past their deadline count as failed), within [`MAX_AGE_MS`] of the counts
+/// crossing the threshold. It writes nothing to PostgreSQL: the halt is recorded by the
+/// next report or read of the rollout.
+pub fn active(tenant: &TenantId, conn: &mut Option<Db>) -> Result<Vec<ActiveRollout>, Problem> {
     let key = key(tenant);
     let store = match kv::open() {
         Ok(store) => Some(store),
@@ -103,15 +105,7 @@ pub fn active(
         Some(db) => db,
         None => Db::open()?,
     };
-    let (mut rollouts, due) = load(&db, tenant)?;
-    for id in &due {
-        let halted =
-            db.transaction(|db| crate::rollouts::halt_if_due(db, tenant, id, caller, "check"))?;
-        if halted {
-            eprintln!("ota: rollout {tenant}/{id} halted: failure threshold reached");
-        }
-        rollouts.retain(|r| &r.id != id);
-    }
+    let rollouts = load(&db, tenant)?;
     *conn = Some(db);
     if let Some(store) = &store {
         let entry = ActiveRollouts {
@@ -125,8 +119,8 @@ pub fn active(
     Ok(rollouts)
 }
 
-/// The active rollouts, and the ids of those the halt rule says must halt.
-fn load(db: &Db, tenant: &TenantId) -> Result<(Vec<ActiveRollout>, Vec<String>), Problem> {
+/// The active rollouts, without those the halt rule says must halt.
+fn load(db: &Db, tenant: &TenantId) -> Result<Vec<ActiveRollout>, Problem> {
     let rows = db.query(
         "SELECT r.rollout_id, r.model, r.channel, r.version_range, r.stages[r.stage + 1], f.version, \
                 r.threshold_ppm, r.min_reports, t.installed, t.failed, t.timed_out \
@@ -141,7 +135,6 @@ fn load(db: &Db, tenant: &TenantId) -> Result<(Vec<ActiveRollout>, Vec<String>),
         &[db::text(tenant.as_str())],
     )?;
     let mut rollouts = Vec::with_capacity(rows.rows.len());
-    let mut due = Vec::new();
     for row in &rows.rows {
         let percent: i32 = db::column(row, 4)?;
         let rollout = ActiveRollout {
@@ -169,11 +162,15 @@ fn load(db: &Db, tenant: &TenantId) -> Result<(Vec<ActiveRollout>, Vec<String>),
             ..Tally::default()
         };
         if rule.should_halt(&tally) {
-            due.push(rollout.id.clone());
+            eprintln!(
+                "ota: rollout {tenant}/{} is due to halt; offering nothing from it",
+                rollout.id
+            );
+        } else {
+            rollouts.push(rollout);
         }
-        rollouts.push(rollout);
     }
-    Ok((rollouts, due))
+    Ok(rollouts)
 }
 
 /// Drops the tenant's entry after a committed change. Best effort: a failure is

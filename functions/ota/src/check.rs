@@ -39,7 +39,7 @@ pub fn check(req: &Request) -> Result<Response, Problem> {
     query.finish()?;
 
     let mut conn = None;
-    let active = cache::active(tenant, &caller, &mut conn)?;
+    let active = cache::active(tenant, &mut conn)?;
     let candidates: Vec<&str> = active
         .iter()
         .filter(|r| r.may_offer(device, &version))
@@ -56,15 +56,7 @@ pub fn check(req: &Request) -> Result<Response, Problem> {
     let Some(manifest) = offer(&db, tenant, device, &version, &candidates)? else {
         return Ok(respond::empty(204));
     };
-    Ok(respond::json(
-        200,
-        &json!({
-            "manifest": manifest,
-            "signature": signer.sign(&manifest),
-            "signature_algorithm": "Ed25519",
-            "key_id": signer.key_id(),
-        }),
-    ))
+    Ok(respond::json(200, &signer.signed(manifest)))
 }
 
 /// Records the offer of the one candidate rollout that fits the device (same model
@@ -127,7 +119,7 @@ pub fn signing_key() -> Result<Response, Problem> {
     Ok(respond::json(
         200,
         &json!({
-            "algorithm": "Ed25519",
+            "algorithm": toaster_core::ota::SIGNATURE_ALGORITHM,
             "public_key": signer.public_key_pem(),
             "key_id": signer.key_id(),
             "signed_bytes": "the manifest object as JSON with its members sorted by name and no whitespace (RFC 8785)",

@@ -13,7 +13,7 @@ use toaster_core::ota::{
     DestinationError, FirmwareUrl, FirmwareVersion, PrivateDestinations, Sha256Hex,
     check_destination,
 };
-use toaster_core::problem::{FieldError, Problem};
+use toaster_core::problem::Problem;
 use toaster_core::token::Role;
 use toaster_platform::auth;
 use toaster_platform::db::{self, Db, DbValue};
@@ -21,6 +21,7 @@ use toaster_platform::query::Query;
 use toaster_platform::{body, respond, time};
 
 use crate::audit;
+use crate::error::OtaError;
 
 /// Largest firmware image, 64 GiB: a bound against nonsense, not a policy.
 pub const MAX_SIZE: u64 = 1 << 36;
@@ -79,19 +80,16 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     let tenant = caller.tenant()?;
     let new: NewFirmware = body::json(req)?;
     if new.size == 0 || new.size > MAX_SIZE {
-        return Err(Problem::unprocessable(vec![FieldError::new(
-            "/size",
-            format!("must be from 1 to {MAX_SIZE} bytes"),
-        )]));
+        return Err(
+            OtaError::invalid("/size", format!("must be from 1 to {MAX_SIZE} bytes")).into(),
+        );
     }
     if new.notes.chars().count() > MAX_NOTES {
-        return Err(Problem::unprocessable(vec![FieldError::new(
-            "/notes",
-            format!("must be at most {MAX_NOTES} characters"),
-        )]));
+        return Err(
+            OtaError::invalid("/notes", format!("must be at most {MAX_NOTES} characters")).into(),
+        );
     }
-    check_url(&new.url)?
-        .map_err(|detail| Problem::unprocessable(vec![FieldError::new("/url", detail)]))?;
+    check_url(&new.url)?.map_err(|detail| Problem::from(OtaError::invalid("/url", detail)))?;
     let id = crate::new_id("fw_")?;
     let db = Db::open()?;
     db.transaction(|db| {
@@ -115,15 +113,13 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
             )
             .map_err(|e| {
                 if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
-                    Problem::forbidden().with_detail("the token's tenant does not exist")
+                    OtaError::NoTenant.into()
                 } else {
                     db::unavailable_or_internal(&e)
                 }
             })?;
         if inserted.rows.is_empty() {
-            return Err(Problem::conflict(
-                "this model already has firmware with this version (build metadata does not make a new version)",
-            ));
+            return Err(OtaError::VersionExists.into());
         }
         audit::record(
             db,

@@ -18,70 +18,46 @@
 mod audit;
 mod cache;
 mod check;
+mod error;
 mod firmware;
 mod report;
 mod rollouts;
 
 use rand::TryRngCore;
 use rand::rngs::OsRng;
-use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use toaster_core::ota::RolloutAction;
 use toaster_core::problem::Problem;
-use toaster_platform::{respond, serve};
+use toaster_platform::{respond, router, serve};
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
-    serve::serve(req, out, |req| respond::outcome(route(req))).await
+    serve::serve(req, out, route).await
 }
 
-fn route(req: &Request) -> Result<Response, Problem> {
-    let path = req.path();
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let method = req.method();
-    match segments.as_slice() {
-        ["v1", "ota", "check"] => match method {
-            Method::Get => check::check(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "ota", "report"] => match method {
-            Method::Post => report::report(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "ota", "signing-key"] => match method {
-            Method::Get => check::signing_key(),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "ota", "firmware"] => match method {
-            Method::Post => firmware::create(req),
-            Method::Get => firmware::list(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "ota", "firmware", id] => match method {
-            Method::Get => firmware::get(req, id),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "ota", "rollouts"] => match method {
-            Method::Post => rollouts::create(req),
-            Method::Get => rollouts::list(req),
-            _ => Err(respond::method_not_allowed(method)),
-        },
-        ["v1", "ota", "rollouts", id] => match method {
-            Method::Get => rollouts::get(req, id),
-            _ => Err(respond::method_not_allowed(method)),
-        },
+fn route(req: &Request) -> Response {
+    router::route(req, |path, on| match *path {
+        ["v1", "ota", "check"] => Some(on.get(|| check::check(req))),
+        ["v1", "ota", "report"] => Some(on.post(|| report::report(req))),
+        ["v1", "ota", "signing-key"] => Some(on.get(check::signing_key)),
+        ["v1", "ota", "firmware"] => Some(
+            on.post(|| firmware::create(req))
+                .get(|| firmware::list(req)),
+        ),
+        ["v1", "ota", "firmware", id] => Some(on.get(|| firmware::get(req, id))),
+        ["v1", "ota", "rollouts"] => Some(
+            on.post(|| rollouts::create(req))
+                .get(|| rollouts::list(req)),
+        ),
+        ["v1", "ota", "rollouts", id] => Some(on.get(|| rollouts::get(req, id))),
+        // An action that is not one names no resource: 404.
         ["v1", "ota", "rollouts", id, action] => {
-            let Some(action) = RolloutAction::parse(action) else {
-                return Err(respond::no_route_problem(method, req.path()));
-            };
-            match method {
-                Method::Post => rollouts::act(req, id, action),
-                _ => Err(respond::method_not_allowed(method)),
-            }
+            let action = RolloutAction::parse(action)?;
+            Some(on.post(|| rollouts::act(req, id, action)))
         }
-        _ => Err(respond::no_route_problem(method, req.path())),
-    }
+        _ => None,
+    })
 }
 
 /// `prefix` and 16 hex digits from the host's CSPRNG: `fw_…`, `ro_…`.

@@ -15,12 +15,13 @@ use spin_sdk::http::{Request, Response};
 use toaster_core::ota::{
     DeviceProgress, FirmwareVersion, HaltRule, ReportStatus, Transition, transition,
 };
-use toaster_core::problem::{FieldError, Problem};
+use toaster_core::problem::Problem;
 use toaster_core::token::Role;
 use toaster_platform::auth;
 use toaster_platform::db::{self, Db};
 use toaster_platform::{body, respond};
 
+use crate::error::OtaError;
 use crate::{cache, rollouts};
 
 /// Longest error text a device may report.
@@ -48,13 +49,11 @@ pub fn report(req: &Request) -> Result<Response, Problem> {
         .as_ref()
         .is_some_and(|e| e.chars().count() > MAX_ERROR)
     {
-        return Err(Problem::unprocessable(vec![FieldError::new(
-            "/error",
-            format!("must be at most {MAX_ERROR} characters"),
-        )]));
+        return Err(
+            OtaError::invalid("/error", format!("must be at most {MAX_ERROR} characters")).into(),
+        );
     }
-    let not_offered =
-        || Problem::not_found().with_detail("this device was not offered this rollout");
+    let not_offered = || Problem::from(OtaError::NotOffered);
     if !crate::is_id("ro_", &report.rollout_id) {
         return Err(not_offered());
     }
@@ -83,13 +82,14 @@ pub fn report(req: &Request) -> Result<Response, Problem> {
         let target: String = db::column(row, 1)?;
         let target = FirmwareVersion::parse(&target).map_err(|_| respond::internal())?;
         if report.status == ReportStatus::Installed && report.version.release() != target.release() {
-            return Err(Problem::unprocessable(vec![FieldError::new(
+            return Err(OtaError::invalid(
                 "/version",
                 format!("a device that installed this rollout runs {target}"),
-            )]));
+            )
+            .into());
         }
         let to = match transition(from, report.status) {
-            Err(refused) => return Err(Problem::conflict(refused.to_string())),
+            Err(refused) => return Err(OtaError::Progress(refused).into()),
             Ok(Transition::Repeated) => return Ok((from, false)),
             Ok(Transition::Moved(to)) => to,
         };

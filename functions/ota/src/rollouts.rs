@@ -8,8 +8,9 @@
 //! rollouts are dropped ([`crate::cache::invalidate`]).
 //!
 //! Timed-out devices count as failed. Since nothing reports a device that never comes
-//! back, the halt rule is also applied whenever a rollout is read or acted on, and when
-//! a check rebuilds the cached active rollouts, not only on reports ([`halt_if_due`]).
+//! back, the halt rule is also applied whenever a rollout is read or acted on, not only
+//! on reports ([`halt_if_due`]). A device's check never writes: its cache rebuild only
+//! stops offering from a rollout that is due to halt ([`crate::cache::active`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -19,13 +20,14 @@ use toaster_core::ota::{
     FirmwareUrl, HaltRule, RolloutAction, RolloutPosition, RolloutState, Stages, Tally,
     VersionRange, apply_action,
 };
-use toaster_core::problem::{FieldError, Problem};
+use toaster_core::problem::Problem;
 use toaster_core::token::Role;
 use toaster_platform::auth::{self, Caller};
 use toaster_platform::db::{self, Db, DbValue};
 use toaster_platform::query::Query;
 use toaster_platform::{body, respond, time};
 
+use crate::error::OtaError;
 use crate::{audit, cache};
 
 /// Most tags a selector may require.
@@ -71,8 +73,8 @@ struct NewRollout {
     report_timeout_secs: u32,
 }
 
-fn invalid(pointer: &str, detail: impl Into<String>) -> Problem {
-    Problem::unprocessable(vec![FieldError::new(pointer, detail)])
+fn invalid(pointer: &'static str, detail: impl Into<String>) -> Problem {
+    OtaError::invalid(pointer, detail).into()
 }
 
 /// The firmware's URL checked again as firmware creation checks it: firmware stored
@@ -157,9 +159,7 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
         )
         .map_err(|e| {
             if db::sqlstate(&e) == Some(db::UNIQUE_VIOLATION) {
-                Problem::conflict(
-                    "this model and channel already have a rollout that is not aborted; abort it first",
-                )
+                OtaError::RolloutExists.into()
             } else {
                 db::unavailable_or_internal(&e)
             }
@@ -265,9 +265,7 @@ pub fn act(req: &Request, id: &str, action: RolloutAction) -> Result<Response, P
         let tally = tally(db, tenant, id)?;
         if rollout.is_open() && rollout.rule().should_halt(&tally) {
             halt(db, tenant, &rollout, &tally, &caller, action.as_str())?;
-            return Ok(Err(Problem::conflict(
-                "the rollout reached its failure threshold and has halted",
-            )));
+            return Ok(Err(Problem::from(OtaError::HaltedNow)));
         }
         let position = RolloutPosition {
             state: rollout.state,
@@ -275,7 +273,7 @@ pub fn act(req: &Request, id: &str, action: RolloutAction) -> Result<Response, P
         };
         let next = match apply_action(action, position, &rollout.stages, &rollout.rule(), &tally) {
             Ok(next) => next,
-            Err(refused) => return Ok(Err(Problem::conflict(refused.to_string()))),
+            Err(refused) => return Ok(Err(Problem::from(OtaError::Action(refused)))),
         };
         db.execute(
             "UPDATE rollouts SET state = $3, stage = $4::int8, updated_at = now() \
@@ -343,9 +341,8 @@ const COLUMNS: &str = "SELECT r.rollout_id, r.firmware_id, r.model, f.version, r
      (extract(epoch from r.created_at) * 1000)::int8, (extract(epoch from r.updated_at) * 1000)::int8 \
      FROM rollouts r JOIN firmware f ON f.tenant_id = r.tenant_id AND f.firmware_id = r.firmware_id";
 
-fn corrupt(what: &str) -> Problem {
-    eprintln!("ota: unreadable rollout column: {what}");
-    respond::internal()
+fn corrupt(what: &'static str) -> Problem {
+    OtaError::Corrupt(what).into()
 }
 
 impl Rollout {
@@ -355,7 +352,7 @@ impl Rollout {
             .map(|s| s.parse::<u32>().map_err(|_| corrupt("stages")))
             .collect::<Result<_, _>>()?;
         let stages = Stages::new(&stages).map_err(|_| corrupt("stages"))?;
-        let int = |index: usize, what: &str| -> Result<u32, Problem> {
+        let int = |index: usize, what: &'static str| -> Result<u32, Problem> {
             let value: i32 = db::column(row, index)?;
             u32::try_from(value).map_err(|_| corrupt(what))
         };

@@ -143,33 +143,9 @@ pub fn device_keys(tenant: &TenantId, device: &DeviceId) -> [String; 3] {
     ]
 }
 
-/// A device's lifecycle state as PostgreSQL holds it (`devices.status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceStatus {
-    Active,
-    Disabled,
-    Decommissioned,
-}
-
-impl DeviceStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceStatus::Active => "active",
-            DeviceStatus::Disabled => "disabled",
-            DeviceStatus::Decommissioned => "decommissioned",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "active" => Some(DeviceStatus::Active),
-            "disabled" => Some(DeviceStatus::Disabled),
-            "decommissioned" => Some(DeviceStatus::Decommissioned),
-            _ => None,
-        }
-    }
-}
+/// A device's lifecycle state as PostgreSQL holds it (`devices.status`); its
+/// transitions are `toaster_core::device`.
+pub use toaster_core::device::DeviceStatus;
 
 /// What a device token is checked against: `device:{tenant}:{device}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

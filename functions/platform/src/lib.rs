@@ -3,6 +3,8 @@
 //!
 //! - [`serve`]: the entry point's edge: the request read and the response written
 //!   with few calls into the host;
+//! - [`router`]: the path matched to a resource and its methods (404, 405 with
+//!   `Allow`), path segments percent-decoded;
 //! - [`respond`]: `Problem` → problem+json responses (with `WWW-Authenticate` on 401 and
 //!   `Retry-After` on 429/503), JSON bodies;
 //! - [`config`]: the deployment's variables, parsed by `toaster_core::config`; a bad
@@ -19,7 +21,9 @@
 //! - [`time`]: the clock and RFC 3339 output.
 //!
 //! A handler reads: `authenticate` → `body::json` → `core` → `db`/`kv` → `respond`,
-//! returning `Result<Response, Problem>`; the entry point ends in `respond::outcome`.
+//! returning `Result<Response, Problem>`; the entry point hands the request to
+//! `router::route` with the component's table of paths and methods. A component's own
+//! refusals are an error enum with `impl From<…> for Problem` (its `error` module).
 
 pub mod auth;
 pub mod body;
@@ -28,6 +32,7 @@ pub mod db;
 pub mod kv;
 pub mod query;
 pub mod respond;
+pub mod router;
 pub mod serve;
 pub mod throttle;
 pub mod time;

@@ -142,19 +142,38 @@ pub fn decode_cursor(list: &str, cursor: &str) -> Option<String> {
 }
 
 fn decode(text: &str) -> Result<String, Problem> {
-    let bad = || Problem::bad_request("the query string has an invalid percent-escape");
+    percent_decode(text, true).map_err(|e| match e {
+        DecodeError::Escape => {
+            Problem::bad_request("the query string has an invalid percent-escape")
+        }
+        DecodeError::Utf8 => Problem::bad_request("the query string is not UTF-8 once decoded"),
+    })
+}
+
+/// Why [`percent_decode`] refused a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A `%` not followed by two hex digits.
+    Escape,
+    /// Not UTF-8 once decoded.
+    Utf8,
+}
+
+/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`, as in a query
+/// string). The one decoder of query parameters and path segments.
+pub fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, DecodeError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-                let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                let hex = bytes.get(i + 1..i + 3).ok_or(DecodeError::Escape)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| DecodeError::Escape)?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| DecodeError::Escape)?);
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -164,8 +183,7 @@ fn decode(text: &str) -> Result<String, Problem> {
             }
         }
     }
-    String::from_utf8(out)
-        .map_err(|_| Problem::bad_request("the query string is not UTF-8 once decoded"))
+    String::from_utf8(out).map_err(|_| DecodeError::Utf8)
 }
 
 #[cfg(test)]

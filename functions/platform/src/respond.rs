@@ -12,8 +12,6 @@ use serde::Serialize;
 use spin_sdk::http::{Method, Response};
 use toaster_core::problem::{self as core_problem, Problem};
 
-/// Prefix of every problem `type` URI; the suffix names the problem (`not-found`, ...).
-pub const PROBLEM_TYPE_BASE: &str = "https://toaster.dev/problems/";
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = core_problem::CONTENT_TYPE;
 /// Media type of every success body.
@@ -22,7 +20,8 @@ pub const JSON: &str = "application/json";
 /// Sent when a body cannot be serialised. Written out by hand so that building it cannot fail.
 const SERIALISATION_FAILED: &str = r#"{"type":"https://toaster.dev/problems/internal","title":"Internal Server Error","status":500,"detail":"the response could not be serialised"}"#;
 
-/// The response for a problem, with its headers (`WWW-Authenticate`, `Retry-After`).
+/// The response for a problem, with its headers (`WWW-Authenticate`, `Retry-After`,
+/// `Allow`).
 pub fn problem(problem: &Problem) -> Response {
     let mut builder = Response::builder();
     builder
@@ -33,6 +32,9 @@ pub fn problem(problem: &Problem) -> Response {
     }
     if let Some(seconds) = problem.retry_after {
         builder.header("retry-after", seconds.to_string());
+    }
+    if let Some(allow) = &problem.allow {
+        builder.header("allow", allow.as_str());
     }
     builder.body(problem.to_json()).build()
 }
@@ -76,29 +78,10 @@ pub fn empty(status: u16) -> Response {
     Response::builder().status(status).body(Vec::new()).build()
 }
 
-/// 500 with a fixed body. Log the cause (without secrets) before returning it; the
-/// client learns nothing but that it was our fault.
+/// 500 with a fixed body: [`Problem::internal`]. Log the cause (without secrets)
+/// before returning it; the client learns nothing but that it was our fault.
 pub fn internal() -> Problem {
-    Problem {
-        type_: format!("{PROBLEM_TYPE_BASE}internal"),
-        title: "Internal Server Error".to_owned(),
-        status: 500,
-        detail: None,
-        errors: Vec::new(),
-        retry_after: None,
-    }
-}
-
-/// 405: the path exists but not with this method.
-pub fn method_not_allowed(method: &Method) -> Problem {
-    Problem {
-        type_: format!("{PROBLEM_TYPE_BASE}method-not-allowed"),
-        title: "Method not allowed".to_owned(),
-        status: 405,
-        detail: Some(format!("{method} is not allowed on this resource")),
-        errors: Vec::new(),
-        retry_after: None,
-    }
+    Problem::internal()
 }
 
 /// 404 for a request that no route of the component matches. The path is cut to 200
@@ -173,6 +156,25 @@ mod tests {
             assert_eq!(header(&response, "retry-after"), Some("17"));
             assert_eq!(body_json(&response).get("retry_after"), None);
         }
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow() {
+        let response = problem(&Problem::method_not_allowed("GET, PUT"));
+        assert_eq!(*response.status(), 405);
+        assert_eq!(header(&response, "allow"), Some("GET, PUT"));
+        assert_eq!(body_json(&response)["title"], json!("Method Not Allowed"));
+        assert_eq!(body_json(&response).get("allow"), None);
+    }
+
+    #[test]
+    fn the_fixed_500_body_is_the_tables_internal_problem() {
+        let fixed: Problem = serde_json::from_str(SERIALISATION_FAILED).unwrap();
+        let internal = Problem::internal();
+        assert_eq!(
+            (&fixed.type_, &fixed.title, fixed.status),
+            (&internal.type_, &internal.title, internal.status)
+        );
     }
 
     #[test]
