@@ -19,13 +19,14 @@
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use postgres_types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use wasmtime::component::Resource;
 
 use crate::bindings::postgres::{
@@ -102,7 +103,7 @@ impl PgPools {
         config.connect_timeout(CONNECT_TIMEOUT);
         let manager = Manager::from_config(
             config,
-            crate::database::tls(),
+            tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -130,6 +131,34 @@ impl PgPools {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+}
+
+/// The TLS connector of every PostgreSQL connection: rustls with the system's root
+/// certificates (as native-tls, Spin's, uses OpenSSL's), loaded once. tokio-postgres
+/// calls it only when the URL's `sslmode` is not `disable`.
+pub fn tls() -> MakeRustlsConnect {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!(%error, "could not read a system root certificate");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::debug!(
+            added,
+            ignored,
+            "system root certificates for PostgreSQL TLS"
+        );
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    });
+    MakeRustlsConnect::new(config.as_ref().clone())
 }
 
 /// The resource behind a component's `connection`.

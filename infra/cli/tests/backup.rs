@@ -1,7 +1,7 @@
 //! Backups that restore: a database filled through the real app (a tenant, devices
 //! provisioned with a claim, readings over several days so several daily partitions and
 //! their rollups, firmware, a rollout with offers and reports, the audit trail), backed
-//! up with `toaster_host::backup::backup` (what `toaster backup` runs: the real pg_dump),
+//! up with `toaster_cli::backup::backup` (what `toaster backup` runs: the real pg_dump),
 //! restored into a fresh empty database, and found again: the same tables with the same
 //! rows, and the app started against the restored database answers as before.
 
@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
+use toaster_cli::backup::{self, BackupError, RestoreOptions};
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::token::AccessClaims;
-use toaster_host::backup::{self, BackupError, RestoreOptions};
 use toaster_tests::{TestApp, TestDb, TestHost, serve_app};
 
 const HOUR: i64 = 3_600_000;
@@ -429,7 +429,7 @@ async fn restore_refuses_a_database_that_holds_tables_unless_clean() {
     let tenants = |db: &TestDb| {
         let db = db.url.clone();
         async move {
-            let client = toaster_host::database::connect(&db).await.unwrap();
+            let client = toaster_setup::database::connect(&db).await.unwrap();
             client
                 .query("SELECT tenant_id FROM tenants ORDER BY 1", &[])
                 .await

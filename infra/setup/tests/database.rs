@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use toaster_host::database::{self, DatabaseError};
+use toaster_setup::database::{self, DatabaseError};
 use toaster_tests::{TestDb, admin_url};
 
 #[tokio::test]

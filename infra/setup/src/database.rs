@@ -1,19 +1,18 @@
 //! Administration of PostgreSQL databases: connecting, creating and dropping a database,
 //! checking that a server answers. Used by `toaster up`, `toaster migrate` and the tests.
 //!
-//! Every connection the host makes (these, and the components' pools in `pg.rs`) uses
-//! [`tls`], which treats the URL's `sslmode` as Spin does: `disable` is plain TCP;
+//! Every connection the host makes (these, and the components' pools in
+//! `toaster_host::pg`) uses [`tls`], which treats the URL's `sslmode` as Spin does: `disable` is plain TCP;
 //! `prefer` (the default) and `require` try TLS and verify the server's certificate and
 //! name against the system's roots, so a server with a self-signed certificate is refused
 //! unless the URL says `sslmode=disable` (docs/host.md, "Spin compatibility").
 //!
 //! Database URLs may carry a password, so errors and logs show them with it removed.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use toaster_host::pg::tls;
 use tokio_postgres::Client;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How long [`ping`] waits for a server before saying it is down.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,34 +39,6 @@ pub enum DatabaseError {
         #[source]
         source: tokio_postgres::Error,
     },
-}
-
-/// The TLS connector of every PostgreSQL connection: rustls with the system's root
-/// certificates (as native-tls, Spin's, uses OpenSSL's), loaded once. tokio-postgres
-/// calls it only when the URL's `sslmode` is not `disable`.
-pub fn tls() -> MakeRustlsConnect {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        let found = rustls_native_certs::load_native_certs();
-        for error in &found.errors {
-            tracing::warn!(%error, "could not read a system root certificate");
-        }
-        let (added, ignored) = roots.add_parsable_certificates(found.certs);
-        tracing::debug!(
-            added,
-            ignored,
-            "system root certificates for PostgreSQL TLS"
-        );
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    });
-    MakeRustlsConnect::new(config.as_ref().clone())
 }
 
 /// Opens one connection and drives it on a spawned task, which ends when the client is dropped.
@@ -199,7 +170,7 @@ pub fn redact(url: &str) -> String {
 }
 
 /// What to do when the server's certificate was refused, for a connection error.
-pub(crate) fn tls_hint(error: &tokio_postgres::Error) -> &'static str {
+pub fn tls_hint(error: &tokio_postgres::Error) -> &'static str {
     let mut source: Option<&dyn std::error::Error> = Some(error);
     while let Some(e) = source {
         if e.to_string().contains("certificate") {
@@ -213,7 +184,7 @@ pub(crate) fn tls_hint(error: &tokio_postgres::Error) -> &'static str {
 }
 
 /// The server's own message where there is one: tokio-postgres' Display says only "db error".
-pub(crate) fn detail(error: &tokio_postgres::Error) -> String {
+pub fn detail(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => db.to_string(),
         None => error.to_string(),

@@ -23,7 +23,7 @@ use tokio_postgres::types::ToSql;
 use super::app::AppUnderTest;
 use super::usage::CpuClock;
 use super::{Measurement, load_with, summarize};
-use crate::database;
+use toaster_setup::database;
 
 const TENANT: &str = "bench-agg";
 const DEVICES: i64 = 1000;

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::app::AppUnderTest;
 use super::usage::{self, CpuClock, CpuShare};
 use super::{Endpoint, percentile};
-use crate::database;
+use toaster_setup::database;
 
 const DEVICES: usize = 1000;
 const MODEL: &str = "bench-soak";

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::Endpoint;
-use crate::{HostConfig, Limits, Runtime};
+use toaster_host::{HostConfig, Limits, Runtime};
 
 /// What a `toaster bench-serve` child serves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,7 +153,7 @@ pub async fn serve() -> anyhow::Result<()> {
         } => {
             let limits = Limits::default();
             let runtime = Runtime::new(&limits, cache_dir)?;
-            let host = crate::start(
+            let host = toaster_host::start(
                 &runtime,
                 HostConfig {
                     manifest,

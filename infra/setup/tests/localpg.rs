@@ -1,5 +1,5 @@
-use toaster_host::database;
-use toaster_host::localpg::{LocalPgError, LocalPostgres, find_binaries};
+use toaster_setup::database;
+use toaster_setup::localpg::{LocalPgError, LocalPostgres, find_binaries};
 
 fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.

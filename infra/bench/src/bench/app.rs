@@ -24,7 +24,7 @@ use toaster_core::token::TokenSigner;
 use super::server::{ServeSpec, ServerProcess};
 use super::usage::CpuClock;
 use super::{Endpoint, Measurement, load_with, summarize};
-use crate::{database, keys, migrate};
+use toaster_setup::{database, keys, migrate};
 
 /// Devices registered for the run; each login uses the next device, so no
 /// device's rate budget shapes the figures.

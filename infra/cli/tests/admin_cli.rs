@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use jwt_simple::prelude::Ed25519KeyPair;
 use serde_json::Value;
 use toaster_core::token::{AccessClaims, TokenSigner};
-use toaster_host::{database, keys, localpg};
+use toaster_setup::{database, keys, localpg};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use crate::database::detail;
+use toaster_setup::database::detail;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {

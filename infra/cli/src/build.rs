@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::manifest::Manifest;
+use toaster_host::manifest::Manifest;
 
 /// Components whose wasm file is missing.
 pub fn missing(manifest: &Manifest) -> Vec<String> {

@@ -1,7 +1,7 @@
 use std::path::Path;
 
-use toaster_host::database;
-use toaster_host::migrate::{MIGRATION_LOCK_KEY, MigrateError, MigrationReport, migrate};
+use toaster_setup::database;
+use toaster_setup::migrate::{MIGRATION_LOCK_KEY, MigrateError, MigrationReport, migrate};
 use toaster_tests::TestDb;
 
 fn write(dir: &Path, name: &str, sql: &str) {

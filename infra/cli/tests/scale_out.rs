@@ -28,7 +28,7 @@ use toaster_core::token::{AccessClaims, TokenSigner};
 use toaster_host::bindings::key_value::Error as KvError;
 use toaster_host::kv::KvStores;
 use toaster_host::runtime_config::RuntimeConfig;
-use toaster_host::{database, keys, localpg};
+use toaster_setup::{database, keys, localpg};
 
 // ------------------------------------------------------------------ Redis
 

@@ -3,7 +3,7 @@
 //! PostgreSQL holds.
 
 use serde_json::{Value, json};
-use toaster_host::simulate::{SimulateArgs, run};
+use toaster_bench::simulate::{SimulateArgs, run};
 use toaster_tests::TestApp;
 
 async fn count(app: &TestApp, sql: &str) -> i64 {

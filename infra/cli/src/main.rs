@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use toaster_bench::bench;
+use toaster_cli::build;
 use toaster_core::token::{AccessClaims, TokenSigner};
 use toaster_host::runtime_config::RuntimeConfig;
-use toaster_host::{
-    HostConfig, Limits, Runtime, bench, build, database, keys, localpg, manifest::Manifest, migrate,
-};
+use toaster_host::{HostConfig, Limits, Runtime, manifest::Manifest};
+use toaster_setup::{database, keys, localpg, migrate};
 
 mod admin;
 
@@ -61,7 +62,7 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
         /// Lifetime, e.g. 15m, 12h, 30d.
-        #[arg(long, default_value = "12h", value_parser = toaster_host::duration::parse)]
+        #[arg(long, default_value = "12h", value_parser = toaster_setup::duration::parse)]
         ttl: Duration,
         /// File holding the signing key; default: SPIN_VARIABLE_TOKEN_SIGNING_KEY, then .toaster/token_signing_key.
         #[arg(long)]
@@ -88,7 +89,7 @@ enum Command {
         file: PathBuf,
     },
     /// Simulate a fleet of devices against a running Toaster (load on this machine only).
-    Simulate(toaster_host::simulate::SimulateArgs),
+    Simulate(toaster_bench::simulate::SimulateArgs),
     /// Create telemetry partitions ahead and remove data past each tenant's retention.
     Retention {
         /// The app's database, postgres://USER:PASSWORD@HOST:PORT/DATABASE.
@@ -98,7 +99,7 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
         /// How long to wait for a lock on telemetry before giving up until the next run.
-        #[arg(long, default_value = "30s", value_parser = toaster_host::duration::parse)]
+        #[arg(long, default_value = "30s", value_parser = toaster_setup::duration::parse)]
         lock_timeout: Duration,
     },
     /// The admin commands: clients of the HTTP API (docs/cli.md).
@@ -149,10 +150,10 @@ struct UpArgs {
     max_body_bytes: usize,
     /// How long a connection may wait for a request's head (idle, or sending headers)
     /// before it is closed, e.g. 15s.
-    #[arg(long, default_value = "15s", value_parser = toaster_host::duration::parse)]
+    #[arg(long, default_value = "15s", value_parser = toaster_setup::duration::parse)]
     header_timeout: Duration,
     /// How long a request waits for a free slot before it gets 503 with Retry-After, e.g. 1s.
-    #[arg(long, default_value = "1s", value_parser = toaster_host::duration::parse)]
+    #[arg(long, default_value = "1s", value_parser = toaster_setup::duration::parse)]
     queue_timeout: Duration,
     /// Open connections at most; 0: what the open-file limit allows, less a reserve.
     #[arg(long, default_value_t = 0)]
@@ -223,7 +224,7 @@ fn main() -> ExitCode {
                 key_file,
             } => token_cmd(role, tenant, ttl, key_file),
             Command::Backup { database_url, out } => {
-                let report = toaster_host::backup::backup(&database_url, &out).await?;
+                let report = toaster_cli::backup::backup(&database_url, &out).await?;
                 println!("{report}");
                 Ok(())
             }
@@ -232,12 +233,12 @@ fn main() -> ExitCode {
                 clean,
                 file,
             } => {
-                let options = toaster_host::backup::RestoreOptions { clean };
-                let report = toaster_host::backup::restore(&database_url, &file, options).await?;
+                let options = toaster_cli::backup::RestoreOptions { clean };
+                let report = toaster_cli::backup::restore(&database_url, &file, options).await?;
                 println!("{report}");
                 Ok(())
             }
-            Command::Simulate(args) => toaster_host::simulate::run(args).await,
+            Command::Simulate(args) => toaster_bench::simulate::run(args).await,
             Command::Retention {
                 database_url,
                 tenant,
@@ -245,7 +246,7 @@ fn main() -> ExitCode {
             } => {
                 let client = database::connect(&database_url).await?;
                 let report =
-                    toaster_host::retention::run(&client, tenant.as_deref(), lock_timeout).await?;
+                    toaster_cli::retention::run(&client, tenant.as_deref(), lock_timeout).await?;
                 println!("{report}");
                 Ok(())
             }
@@ -255,7 +256,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", toaster_host::error_message(&e));
+            eprintln!("error: {}", toaster_cli::error_message(&e));
             ExitCode::FAILURE
         }
     }

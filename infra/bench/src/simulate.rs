@@ -64,10 +64,10 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     /// How long to send telemetry, e.g. 30s, 5m.
-    #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "10s", value_parser = toaster_setup::duration::parse)]
     pub duration: Duration,
     /// How often each device checks for an update (e.g. 30s); never without it.
-    #[arg(long, value_parser = crate::duration::parse)]
+    #[arg(long, value_parser = toaster_setup::duration::parse)]
     pub ota_interval: Option<Duration>,
     /// The firmware version the devices start with.
     #[arg(long, default_value = "1.0.0")]

@@ -35,7 +35,7 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use crate::database::redact;
+use toaster_setup::database::redact;
 
 /// How long `pg_dump` waits for a table lock before it gives up, rather than queueing
 /// (and making everything queue behind it) for ever.

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-use crate::{database, localpg};
+use toaster_setup::{database, localpg};
 
 pub mod aggregate;
 pub mod app;
@@ -330,20 +330,20 @@ pub fn host_work_per_request(workspace: &Path, duration: Duration) -> anyhow::Re
                     .enable_all()
                     .build()?;
                 rt.block_on(async {
-                    let limits = crate::Limits::default();
-                    let runtime = crate::Runtime::new(&limits, Some(cache))?;
-                    let manifest = crate::manifest::Manifest::load(&manifest_path)?;
-                    let vars = crate::variables::Variables::resolve(
+                    let limits = toaster_host::Limits::default();
+                    let runtime = toaster_host::Runtime::new(&limits, Some(cache))?;
+                    let manifest = toaster_host::manifest::Manifest::load(&manifest_path)?;
+                    let vars = toaster_host::variables::Variables::resolve(
                         &manifest.variables,
                         &Default::default(),
                         |_| None,
                     )?;
-                    let kv = crate::kv::KvStores::configure(
+                    let kv = toaster_host::kv::KvStores::configure(
                         [],
                         &dir.join("state"),
                         &Default::default(),
                     )?;
-                    let app = crate::App::load(&runtime, &manifest, &vars, kv, limits)?;
+                    let app = toaster_host::App::load(&runtime, &manifest, &vars, kv, limits)?;
                     let client: SocketAddr = "127.0.0.1:40000".parse()?;
                     let one = || async {
                         let (parts, ()) = http::Request::get("/")
@@ -356,7 +356,7 @@ pub fn host_work_per_request(workspace: &Path, duration: Duration) -> anyhow::Re
                                 Bytes::new(),
                                 client,
                                 wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http,
-                                crate::guest_output::RequestId::next(),
+                                toaster_host::guest_output::RequestId::next(),
                             )
                             .await;
                         anyhow::ensure!(resp.status() == 200, "hello answered {}", resp.status());
@@ -519,7 +519,7 @@ pub fn workspace_from(manifest: &Path) -> PathBuf {
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Seconds (or e.g. 10s) per measurement point.
-    #[arg(long, default_value = "5s", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "5s", value_parser = toaster_setup::duration::parse)]
     pub duration: Duration,
     /// Scenarios to run: host, auth, ota, ingest, aggregate, soak (repeatable; default
     /// all of these), spin (the same app on our host and on Spin; needs --spin-bin),
@@ -550,10 +550,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 500)]
     pub soak_rate: u32,
     /// Soak: how long to hold the rate (e.g. 2m, 10m, 1h).
-    #[arg(long, default_value = "2m", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "2m", value_parser = toaster_setup::duration::parse)]
     pub soak_duration: Duration,
     /// Soak: one sample (memory, latency, throughput) per this interval.
-    #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "10s", value_parser = toaster_setup::duration::parse)]
     pub soak_every: Duration,
     /// Soak: readings per request.
     #[arg(long, default_value_t = 10)]

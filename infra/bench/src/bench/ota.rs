@@ -30,7 +30,7 @@ use toaster_core::token::AccessClaims;
 
 use super::app::AppUnderTest;
 use super::{Measurement, load, load_expecting, load_with};
-use crate::database;
+use toaster_setup::database;
 
 const DEVICES: usize = 10_000;
 const MODEL: &str = "bench-ota";
