@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod runtime_config;
 pub mod server;
 pub mod state;
+pub mod template;
 pub mod variables;
 
 use std::collections::BTreeMap;

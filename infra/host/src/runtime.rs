@@ -18,27 +18,27 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
 };
 use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::bindings;
 use crate::deadline::{self, Deadlines};
 use crate::guest_output::{GuestOutput, RequestId, Stream};
-use crate::kv::KvStores;
+use crate::kv::{KeyValue, KvStores};
 use crate::manifest::Manifest;
 use crate::outbound::AllowedHosts;
-use crate::pg::PgPools;
+use crate::pg::{PgPools, Postgres};
 use crate::problem;
 use crate::routes::{Router, spin_headers};
 use crate::state::{ComponentConfig, HostState, Services};
-use crate::variables::Variables;
+use crate::variables::{ComponentVariables, Variables};
 
 /// How often the epoch advances; the request timeout is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -267,14 +267,20 @@ impl App {
         )?;
         let services = Arc::new(Services {
             kv: kv.clone(),
-            pg: PgPools::new(limits.pg_pool_size),
+            pg: Arc::new(PgPools::new(limits.pg_pool_size)),
         });
         let mut linker: Linker<HostState> = Linker::new(runtime.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::key_value::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-        bindings::variables::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-        bindings::postgres::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::key_value::add_to_linker::<_, HasSelf<KeyValue>>(&mut linker, |s| {
+            &mut s.key_value
+        })?;
+        bindings::variables::add_to_linker::<_, HasSelf<ComponentVariables>>(&mut linker, |s| {
+            &mut s.variables
+        })?;
+        bindings::postgres::add_to_linker::<_, HasSelf<Postgres>>(&mut linker, |s| {
+            &mut s.postgres
+        })?;
 
         let routed: BTreeSet<&str> = router.components().collect();
         let mut components = HashMap::new();
@@ -311,13 +317,17 @@ impl App {
                 }
             }
             let config = Arc::new(ComponentConfig {
-                id: id.clone(),
-                variables: variables
-                    .render_all(&decl.variables)
-                    .with_context(|| format!("component {id:?}: variables"))?,
-                kv_labels: decl.key_value_stores.iter().cloned().collect(),
-                allowed_hosts: AllowedHosts::parse(&rendered_hosts)
-                    .with_context(|| format!("component {id:?}"))?,
+                id: Arc::from(id.as_str()),
+                variables: Arc::new(
+                    variables
+                        .render_all(&decl.variables)
+                        .with_context(|| format!("component {id:?}: variables"))?,
+                ),
+                kv_labels: Arc::new(decl.key_value_stores.iter().cloned().collect()),
+                allowed_hosts: Arc::new(
+                    AllowedHosts::parse(&rendered_hosts)
+                        .with_context(|| format!("component {id:?}"))?,
+                ),
                 environment: decl
                     .environment
                     .iter()
@@ -472,22 +482,13 @@ impl App {
         for (k, v) in &component.config.environment {
             wasi.env(k, v);
         }
-        let state = HostState {
-            component: component.config.clone(),
-            services: self.services.clone(),
-            wasi: wasi.build(),
-            http_ctx: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            outgoing: crate::http::OutgoingHooks {
-                component: component.config.clone(),
-            },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_instance_memory)
-                .instances(64)
-                .tables(64)
-                .memories(16)
-                .build(),
-        };
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.max_instance_memory)
+            .instances(64)
+            .tables(64)
+            .memories(16)
+            .build();
+        let state = HostState::new(&component.config, &self.services, wasi.build(), limits);
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
         let ticks =
