@@ -25,6 +25,13 @@ use toaster_device::{
 };
 use tokio::sync::watch;
 
+mod devices;
+mod summary;
+
+use devices::*;
+pub use summary::{ClientCounters, Errors, Latency, Ota, Provisioning, Summary, Telemetry};
+use summary::{add_telemetry, error_key, print_summary};
+
 /// Readings per request the server takes by default (`max_batch_readings`).
 const MAX_BATCH: usize = 5000;
 /// Metrics each simulated device reports, in turn.
@@ -113,196 +120,15 @@ pub fn is_local(url: &url::Url) -> bool {
     }
 }
 
-// ------------------------------------------------------------------------- results
-
-/// Latency of one kind of call, in milliseconds (the library's whole call, retries
-/// included).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Latency {
-    pub count: u64,
-    pub mean_ms: f64,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-impl Latency {
-    /// Nearest-rank percentiles of `samples`.
-    pub fn of(mut samples: Vec<Duration>) -> Latency {
-        if samples.is_empty() {
-            return Latency::default();
-        }
-        samples.sort_unstable();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let rank = |p: f64| {
-            let index = ((p / 100.0) * samples.len() as f64).ceil() as usize;
-            ms(samples[index.clamp(1, samples.len()) - 1])
-        };
-        let total: Duration = samples.iter().sum();
-        Latency {
-            count: samples.len() as u64,
-            mean_ms: ms(total) / samples.len() as f64,
-            p50_ms: rank(50.0),
-            p95_ms: rank(95.0),
-            p99_ms: rank(99.0),
-            max_ms: ms(samples[samples.len() - 1]),
-        }
+fn progress(show: bool, length: u64, what: &'static str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
     }
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Provisioning {
-    pub devices: u64,
-    pub failed: u64,
-    pub seconds: f64,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Telemetry {
-    pub batches: u64,
-    /// Readings the server confirmed (stored + duplicates).
-    pub readings: u64,
-    pub stored: u64,
-    pub duplicates: u64,
-    /// Batches that failed for good, and their readings.
-    pub failed_batches: u64,
-    pub failed_readings: u64,
-    pub readings_per_sec: f64,
-    pub batches_per_sec: f64,
-    pub latency: Latency,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Ota {
-    pub checks: u64,
-    pub offers: u64,
-    pub reports: u64,
-    pub failed: u64,
-    pub latency: Latency,
-}
-
-/// The library's own counters, summed over the devices.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ClientCounters {
-    pub requests: u64,
-    pub logins: u64,
-    pub relogins: u64,
-    pub retries: u64,
-    pub rate_limited: u64,
-    pub unavailable: u64,
-    pub no_answer: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Errors {
-    /// Calls that failed for good.
-    pub total: u64,
-    /// By the HTTP status of the refusal (or of the last attempt), else `no_answer`
-    /// or `other`.
-    pub by_status: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub url: String,
-    pub devices: usize,
-    pub batch_size: usize,
-    pub concurrency: usize,
-    pub rate_target: Option<f64>,
-    /// How long telemetry was sent.
-    pub seconds: f64,
-    pub provisioning: Provisioning,
-    pub telemetry: Telemetry,
-    pub ota: Ota,
-    pub client: ClientCounters,
-    pub errors: Errors,
-}
-
-fn error_key(error: &DeviceError) -> String {
-    match (error.status(), error) {
-        (Some(status), _) => status.to_string(),
-        (None, DeviceError::GaveUp { .. }) => "no_answer".into(),
-        (None, DeviceError::Ota(_)) => "bad_manifest".into(),
-        _ => "other".into(),
-    }
-}
-
-/// What one worker saw.
-#[derive(Default)]
-struct Tally {
-    post_latency: Vec<Duration>,
-    check_latency: Vec<Duration>,
-    telemetry: Telemetry,
-    ota: Ota,
-    errors: BTreeMap<String, u64>,
-}
-
-impl Tally {
-    fn error(&mut self, error: &DeviceError) {
-        *self.errors.entry(error_key(error)).or_default() += 1;
-    }
-}
-
-/// Live counters for the progress bar.
-#[derive(Default)]
-struct Live {
-    readings: AtomicU64,
-    errors: AtomicU64,
-}
-
-// ------------------------------------------------------------------------- pacing
-
-/// Spreads `rate` readings a second over the run: each batch reserves its slot in
-/// one schedule shared by every worker.
-struct Pacer {
-    start: tokio::time::Instant,
-    per_reading: Option<Duration>,
-    reserved: AtomicU64,
-}
-
-impl Pacer {
-    fn new(rate: Option<f64>) -> Pacer {
-        Pacer {
-            start: tokio::time::Instant::now(),
-            per_reading: rate.map(|r| Duration::from_secs_f64(1.0 / r)),
-            reserved: AtomicU64::new(0),
-        }
-    }
-
-    /// When a batch of `n` readings may go.
-    fn slot(&self, n: usize) -> Option<tokio::time::Instant> {
-        let per = self.per_reading?;
-        let before = self.reserved.fetch_add(n as u64, Ordering::Relaxed);
-        Some(self.start + per.mul_f64(before as f64))
-    }
-}
-
-// ------------------------------------------------------------------------- the run
-
-struct SimDevice {
-    device: Device,
-    version: String,
-    next_check: Option<tokio::time::Instant>,
-    last_ts: i64,
-    sequence: u64,
-}
-
-impl SimDevice {
-    fn batch(&mut self, size: usize) -> Vec<Reading> {
-        let now = toaster_device::now_ms();
-        (0..size)
-            .filter_map(|_| {
-                // Strictly increasing per device: no two readings share a key, so
-                // every one is stored.
-                self.last_ts = now.max(self.last_ts + 1);
-                self.sequence += 1;
-                let metric = METRICS[(self.sequence % METRICS.len() as u64) as usize];
-                let value = 20.0 + (self.sequence % 100) as f64 / 10.0;
-                Reading::new(metric, self.last_ts, value).ok()
-            })
-            .collect()
-    }
+    let bar = ProgressBar::new(length).with_prefix(what);
+    let style = ProgressStyle::with_template("{prefix:>12} [{elapsed_precise}] {wide_bar} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
 }
 
 /// Runs the simulation and prints its summary (and writes `--json`).
@@ -320,6 +146,45 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
 
 /// Runs the simulation: provisioning, then telemetry (and checks) for `--duration`.
 pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
+    check_args(args)?;
+    let concurrency = args.concurrency.min(args.devices);
+    let (config, http) = device_config(args, concurrency)?;
+    let claim = claim_token(args, &http, config.base_url()).await?;
+    let show = std::io::stdout().is_terminal();
+    let (fleet, provisioning, mut errors) =
+        provision(args, &config, &claim, concurrency, show).await?;
+
+    let concurrency = concurrency.min(fleet.len());
+    let (tally, seconds) = run_telemetry(args, &fleet, concurrency, show).await?;
+    for (key, n) in tally.errors {
+        *errors.entry(key).or_default() += n;
+    }
+    let mut telemetry = tally.telemetry;
+    telemetry.readings_per_sec = telemetry.readings as f64 / seconds.max(0.001);
+    telemetry.batches_per_sec = telemetry.batches as f64 / seconds.max(0.001);
+    telemetry.latency = Latency::of(tally.post_latency);
+    let mut ota = tally.ota;
+    ota.latency = Latency::of(tally.check_latency);
+    Ok(Summary {
+        url: config.base_url().to_owned(),
+        devices: fleet.len(),
+        batch_size: args.batch_size,
+        concurrency,
+        rate_target: args.rate,
+        seconds,
+        provisioning,
+        telemetry,
+        ota,
+        client: client_counters(&fleet),
+        errors: Errors {
+            total: errors.values().sum(),
+            by_status: errors,
+        },
+    })
+}
+
+/// Refuses what would not be a sensible run, before anything is sent.
+fn check_args(args: &SimulateArgs) -> anyhow::Result<()> {
     let base = url::Url::parse(&args.url).with_context(|| format!("--url {}", args.url))?;
     if !is_local(&base) && !args.allow_remote {
         bail!(
@@ -341,7 +206,14 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
     {
         bail!("--rate must be a positive number of readings per second");
     }
-    let concurrency = args.concurrency.min(args.devices);
+    Ok(())
+}
+
+/// The device library's configuration: one HTTP client shared by the fleet.
+fn device_config(
+    args: &SimulateArgs,
+    concurrency: usize,
+) -> anyhow::Result<(Config, reqwest::Client)> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .connect_timeout(Duration::from_secs(10))
@@ -356,11 +228,18 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
         max_retry_after: args.duration.min(Duration::from_secs(60)),
         ..RetryPolicy::default()
     };
+    Ok((config, http))
+}
 
-    let claim = claim_token(args, &http, config.base_url()).await?;
-
-    // Provisioning: `concurrency` at a time.
-    let show = std::io::stdout().is_terminal();
+/// Provisioning: `concurrency` devices at a time. The devices that made it, how it
+/// went, and the errors of those that did not, by kind.
+async fn provision(
+    args: &SimulateArgs,
+    config: &Config,
+    claim: &str,
+    concurrency: usize,
+    show: bool,
+) -> anyhow::Result<(Vec<Device>, Provisioning, BTreeMap<String, u64>)> {
     let bar = progress(show, args.devices as u64, "provisioning");
     let run_id = format!("{:08x}", rand::random::<u32>());
     let started = Instant::now();
@@ -368,7 +247,7 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
     let mut fleet = Vec::with_capacity(args.devices);
     let mut provisioned = futures::stream::iter(0..args.devices)
         .map(|i| {
-            let (config, claim) = (config.clone(), claim.clone());
+            let (config, claim) = (config.clone(), claim.to_string());
             let id = format!("sim-{run_id}-{i:05}");
             async move { Device::provision(config, DeviceKey::generate(), &claim, &id, &[]).await }
         })
@@ -395,25 +274,18 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
         let e = first_error.map(|e| e.to_string()).unwrap_or_default();
         bail!("no device could provision: {e}");
     }
+    Ok((fleet, provisioning, errors))
+}
 
-    // Telemetry: each worker runs its share of the devices, one request at a time.
-    let concurrency = concurrency.min(fleet.len());
-    let mut shares: Vec<Vec<SimDevice>> = (0..concurrency).map(|_| Vec::new()).collect();
-    let now = tokio::time::Instant::now();
-    let fleet_size = fleet.len() as u32;
-    for (i, device) in fleet.iter().enumerate() {
-        // Checks spread over the first interval, not all at once.
-        let next_check = args
-            .ota_interval
-            .map(|every| now + every.mul_f64(f64::from(i as u32) / f64::from(fleet_size)));
-        shares[i % concurrency].push(SimDevice {
-            device: device.clone(),
-            version: args.firmware_version.clone(),
-            next_check,
-            last_ts: 0,
-            sequence: 0,
-        });
-    }
+/// Telemetry: each worker runs its share of the devices, one request at a time, until
+/// `--duration` has passed (or Ctrl-C). What the workers saw, and for how long.
+async fn run_telemetry(
+    args: &SimulateArgs,
+    fleet: &[Device],
+    concurrency: usize,
+    show: bool,
+) -> anyhow::Result<(Tally, f64)> {
+    let shares = shares(args, fleet, concurrency);
     let live = Arc::new(Live::default());
     let pacer = Arc::new(Pacer::new(args.rate));
     let deadline = tokio::time::Instant::now() + args.duration;
@@ -477,12 +349,34 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
     interrupt.abort();
     drop(stop_tx);
     bar.finish_and_clear();
+    Ok((tally, seconds))
+}
 
-    for (key, n) in tally.errors {
-        *errors.entry(key).or_default() += n;
+/// The fleet dealt out to `concurrency` workers, each device with its first check
+/// (spread over the first interval, not all at once).
+fn shares(args: &SimulateArgs, fleet: &[Device], concurrency: usize) -> Vec<Vec<SimDevice>> {
+    let mut shares: Vec<Vec<SimDevice>> = (0..concurrency).map(|_| Vec::new()).collect();
+    let now = tokio::time::Instant::now();
+    let fleet_size = fleet.len() as u32;
+    for (i, device) in fleet.iter().enumerate() {
+        let next_check = args
+            .ota_interval
+            .map(|every| now + every.mul_f64(f64::from(i as u32) / f64::from(fleet_size)));
+        shares[i % concurrency].push(SimDevice {
+            device: device.clone(),
+            version: args.firmware_version.clone(),
+            next_check,
+            last_ts: 0,
+            sequence: 0,
+        });
     }
+    shares
+}
+
+/// The device library's counters, over the fleet.
+fn client_counters(fleet: &[Device]) -> ClientCounters {
     let mut client = ClientCounters::default();
-    for device in &fleet {
+    for device in fleet {
         let s = device.stats();
         client.requests += s.requests;
         client.logins += s.logins;
@@ -492,284 +386,7 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
         client.unavailable += s.unavailable;
         client.no_answer += s.no_answer;
     }
-    let mut telemetry = tally.telemetry;
-    telemetry.readings_per_sec = telemetry.readings as f64 / seconds.max(0.001);
-    telemetry.batches_per_sec = telemetry.batches as f64 / seconds.max(0.001);
-    telemetry.latency = Latency::of(tally.post_latency);
-    let mut ota = tally.ota;
-    ota.latency = Latency::of(tally.check_latency);
-    Ok(Summary {
-        url: config.base_url().to_owned(),
-        devices: fleet.len(),
-        batch_size: args.batch_size,
-        concurrency,
-        rate_target: args.rate,
-        seconds,
-        provisioning,
-        telemetry,
-        ota,
-        client,
-        errors: Errors {
-            total: errors.values().sum(),
-            by_status: errors,
-        },
-    })
-}
-
-fn add_telemetry(total: &mut Telemetry, part: &Telemetry) {
-    total.batches += part.batches;
-    total.readings += part.readings;
-    total.stored += part.stored;
-    total.duplicates += part.duplicates;
-    total.failed_batches += part.failed_batches;
-    total.failed_readings += part.failed_readings;
-}
-
-fn progress(show: bool, length: u64, what: &'static str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(length).with_prefix(what);
-    let style = ProgressStyle::with_template("{prefix:>12} [{elapsed_precise}] {wide_bar} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
-}
-
-async fn worker(
-    mut devices: Vec<SimDevice>,
-    batch_size: usize,
-    ota_interval: Option<Duration>,
-    pacer: Arc<Pacer>,
-    deadline: tokio::time::Instant,
-    mut stop: watch::Receiver<bool>,
-    live: Arc<Live>,
-) -> Tally {
-    let mut tally = Tally::default();
-    'run: loop {
-        for sim in devices.iter_mut() {
-            if tokio::time::Instant::now() >= deadline || *stop.borrow() {
-                break 'run;
-            }
-            if let (Some(every), Some(due)) = (ota_interval, sim.next_check)
-                && tokio::time::Instant::now() >= due
-            {
-                sim.next_check = Some(due + every);
-                check(sim, &mut tally, &live).await;
-            }
-            if let Some(slot) = pacer.slot(batch_size) {
-                if slot >= deadline {
-                    break 'run;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(slot) => {}
-                    _ = stop.changed() => break 'run,
-                }
-            }
-            let batch = sim.batch(batch_size);
-            let started = Instant::now();
-            let result = sim.device.post_telemetry(&batch).await;
-            tally.post_latency.push(started.elapsed());
-            match result {
-                Ok(receipt) => {
-                    let t = &mut tally.telemetry;
-                    t.batches += 1;
-                    t.readings += receipt.received;
-                    t.stored += receipt.stored;
-                    t.duplicates += receipt.duplicates;
-                    live.readings.fetch_add(receipt.received, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tally.telemetry.failed_batches += 1;
-                    tally.telemetry.failed_readings += batch.len() as u64;
-                    tally.error(&e);
-                    live.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-    tally
-}
-
-/// One check; an offer is verified by the library, then reported installed and
-/// the device "runs" the new version.
-async fn check(sim: &mut SimDevice, tally: &mut Tally, live: &Live) {
-    let started = Instant::now();
-    let result = sim.device.check_update(&sim.version).await;
-    tally.check_latency.push(started.elapsed());
-    tally.ota.checks += 1;
-    let failed = |tally: &mut Tally, e: &DeviceError| {
-        tally.ota.failed += 1;
-        tally.error(e);
-        live.errors.fetch_add(1, Ordering::Relaxed);
-    };
-    match result {
-        Ok(None) => {}
-        Ok(Some(update)) => {
-            tally.ota.offers += 1;
-            let m = &update.manifest;
-            match sim
-                .device
-                .report_update(&m.rollout_id, ReportStatus::Installed, &m.version, None)
-                .await
-            {
-                Ok(_) => {
-                    tally.ota.reports += 1;
-                    sim.version = m.version.clone();
-                }
-                Err(e) => failed(tally, &e),
-            }
-        }
-        Err(e) => failed(tally, &e),
-    }
-}
-
-/// The claim token to provision with: given, or created for the run.
-async fn claim_token(
-    args: &SimulateArgs,
-    http: &reqwest::Client,
-    base: &str,
-) -> anyhow::Result<String> {
-    if let Some(claim) = &args.claim_token {
-        return Ok(claim.clone());
-    }
-    let admin = match (&args.admin_token, &args.operator_token, &args.tenant) {
-        (Some(admin), _, _) => admin.clone(),
-        (None, Some(operator), Some(tenant)) => admin_token(http, base, operator, tenant).await?,
-        _ => bail!(
-            "pass --claim-token, or --admin-token, or --operator-token with --tenant (toaster up prints an operator token)"
-        ),
-    };
-    let body = json!({
-        "model": args.model,
-        "quota": args.devices,
-        "expires_in_secs": 86_400,
-        "tags": ["simulated"],
-    });
-    let (status, answer) = post(http, &format!("{base}/v1/claims"), &admin, &body).await?;
-    if status != 201 {
-        bail!("creating a claim token: {status} {answer}");
-    }
-    answer["claim_token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("the claim answer has no claim_token")
-}
-
-/// Creates `tenant` unless it exists, and an admin token for the run.
-async fn admin_token(
-    http: &reqwest::Client,
-    base: &str,
-    operator: &str,
-    tenant: &str,
-) -> anyhow::Result<String> {
-    let (status, answer) = post(
-        http,
-        &format!("{base}/v1/tenants"),
-        operator,
-        &json!({"id": tenant, "name": tenant}),
-    )
-    .await?;
-    if status != 201 && status != 409 {
-        bail!("creating tenant {tenant}: {status} {answer}");
-    }
-    let (status, answer) = post(
-        http,
-        &format!("{base}/v1/tenants/{tenant}/tokens"),
-        operator,
-        &json!({"subject": "toaster-simulate", "ttl_secs": 86_400}),
-    )
-    .await?;
-    if status != 201 {
-        bail!("minting an admin token for {tenant}: {status} {answer}");
-    }
-    answer["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("the token answer has no access_token")
-}
-
-async fn post(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    body: &Value,
-) -> anyhow::Result<(u16, Value)> {
-    let response = http
-        .post(url)
-        .bearer_auth(token)
-        .json(body)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    Ok((status, body))
-}
-
-fn print_summary(s: &Summary) {
-    let t = &s.telemetry;
-    println!(
-        "simulated {} device(s) against {} for {:.1} s ({})",
-        s.devices,
-        s.url,
-        s.seconds,
-        match s.rate_target {
-            Some(rate) => format!("target {rate} readings/s"),
-            None => "as fast as possible".into(),
-        }
-    );
-    println!(
-        "  provisioning: {} ok, {} failed, {:.2} s",
-        s.provisioning.devices, s.provisioning.failed, s.provisioning.seconds
-    );
-    println!(
-        "  telemetry:    {} batches of {}, {} readings ({} stored, {} duplicates), {:.1} readings/s, {:.1} batches/s",
-        t.batches,
-        s.batch_size,
-        t.readings,
-        t.stored,
-        t.duplicates,
-        t.readings_per_sec,
-        t.batches_per_sec
-    );
-    let latency = |l: &Latency| {
-        format!(
-            "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms
-        )
-    };
-    println!("  post latency: {}", latency(&t.latency));
-    if s.ota.checks > 0 {
-        println!(
-            "  ota:          {} checks, {} offers, {} reports; {}",
-            s.ota.checks,
-            s.ota.offers,
-            s.ota.reports,
-            latency(&s.ota.latency)
-        );
-    }
-    println!(
-        "  client:       {} requests, {} logins, {} retries ({} rate limited, {} unavailable, {} without answer)",
-        s.client.requests,
-        s.client.logins,
-        s.client.retries,
-        s.client.rate_limited,
-        s.client.unavailable,
-        s.client.no_answer
-    );
-    if s.errors.total == 0 {
-        println!("  errors:       none");
-    } else {
-        let by: Vec<String> = s
-            .errors
-            .by_status
-            .iter()
-            .map(|(k, n)| format!("{k}: {n}"))
-            .collect();
-        println!("  errors:       {} ({})", s.errors.total, by.join(", "));
-    }
+    client
 }
 
 #[cfg(test)]

@@ -44,60 +44,11 @@ pub async fn ota_check(
     workspace: &Path,
     duration: Duration,
 ) -> anyhow::Result<String> {
-    let ids: Vec<String> = (0..DEVICES).map(|i| format!("ota-{i:05}")).collect();
-    let client = database::connect(&app.db_url).await?;
-    client
-        .execute(
-            "INSERT INTO devices (tenant_id, device_id, model, channel) \
-             SELECT $1, id, $3, 'stable' FROM unnest($2::text[]) AS id",
-            &[&app.tenant, &ids, &MODEL],
-        )
-        .await
-        .context("inserting the fleet")?;
-    let tenant = TenantId::parse(&app.tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut tokens = Vec::with_capacity(DEVICES);
-    for id in &ids {
-        let device = DeviceId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let token = app.signer.mint(
-            &AccessClaims::device(tenant.clone(), &device, 1),
-            Duration::from_secs(3600),
-        )?;
-        tokens.push(format!("Bearer {token}"));
-    }
-    let tokens = Arc::new(tokens);
-
+    let (client, tenant, tokens) = fleet(app).await?;
     let admin = app.admin_token()?;
-    let firmware = app.call("POST",
-        "/v1/ota/firmware",
-        &admin,
-        serde_json::json!({"model": MODEL, "version": "1.1.0", "url": "https://cdn.example.com/bench-ota/1.1.0.bin",
-                           "sha256": "ab".repeat(32), "size": 4_194_304}),
-    )
-    .await?;
-    let firmware = firmware["id"].as_str().context("firmware id")?.to_owned();
-    let rollout = app.call("POST",
-        "/v1/ota/rollouts",
-        &admin,
-        serde_json::json!({"firmware_id": firmware, "selector": {"channel": "stable", "versions": "<1.1.0"},
-                           "stages": [1, 100], "failure_threshold": 0.5, "min_reports": 1,
-                           "report_timeout_secs": 86_400}),
-    )
-    .await?;
-    let rollout = rollout["id"].as_str().context("rollout id")?.to_owned();
-
+    let rollout = rollout(app, &admin).await?;
     let trivial = trivial_host(workspace, duration).await?;
 
-    // Checks round robin over the fleet, counted in `next`.
-    let check = |tokens: Arc<Vec<String>>, next: Arc<AtomicU64>| {
-        Arc::new(move |_: usize, _: u64| {
-            let n = next.fetch_add(1, Ordering::Relaxed) as usize;
-            http::Request::get("/v1/ota/check?version=1.0.0")
-                .header(http::header::HOST, "127.0.0.1")
-                .header("authorization", tokens[n % tokens.len()].as_str())
-                .body(Full::new(Bytes::new()))
-                .expect("request")
-        })
-    };
     // Warm: every device checked once (the platform caches each device's revocation
     // state for 30 s, so a measured round over the fleet finds it cached, as a fleet
     // checking more often than that would), the rollouts entry, the compiled
@@ -147,7 +98,102 @@ pub async fn ota_check(
         )
         .await?
         .get(0);
+    advance(app, &client, &tenant, &rollout, &admin).await?;
+    load_with(
+        app.endpoint(),
+        CONNECTIONS,
+        Duration::from_millis(500),
+        check(tokens.clone(), next.clone()),
+    )
+    .await?;
+    let stage100 = load_with(
+        app.endpoint(),
+        CONNECTIONS,
+        duration,
+        check(tokens.clone(), next.clone()),
+    )
+    .await?;
 
+    Ok(table(
+        &trivial,
+        &floor,
+        &me,
+        &stage1,
+        &stage100,
+        offered_at_1,
+    ))
+}
+
+/// The fleet: `DEVICES` devices of the tenant, and a device token for each.
+async fn fleet(
+    app: &AppUnderTest,
+) -> anyhow::Result<(tokio_postgres::Client, TenantId, Arc<Vec<String>>)> {
+    let ids: Vec<String> = (0..DEVICES).map(|i| format!("ota-{i:05}")).collect();
+    let client = database::connect(&app.db_url).await?;
+    client
+        .execute(
+            "INSERT INTO devices (tenant_id, device_id, model, channel) \
+             SELECT $1, id, $3, 'stable' FROM unnest($2::text[]) AS id",
+            &[&app.tenant, &ids, &MODEL],
+        )
+        .await
+        .context("inserting the fleet")?;
+    let tenant = TenantId::parse(&app.tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut tokens = Vec::with_capacity(DEVICES);
+    for id in &ids {
+        let device = DeviceId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let token = app.signer.mint(
+            &AccessClaims::device(tenant.clone(), &device, 1),
+            Duration::from_secs(3600),
+        )?;
+        tokens.push(format!("Bearer {token}"));
+    }
+    Ok((client, tenant, Arc::new(tokens)))
+}
+
+/// Firmware 1.1.0 for the model and a rollout of it in stages 1% and 100%.
+async fn rollout(app: &AppUnderTest, admin: &str) -> anyhow::Result<String> {
+    let firmware = app.call("POST",
+        "/v1/ota/firmware",
+        admin,
+        serde_json::json!({"model": MODEL, "version": "1.1.0", "url": "https://cdn.example.com/bench-ota/1.1.0.bin",
+                           "sha256": "ab".repeat(32), "size": 4_194_304}),
+    )
+    .await?;
+    let firmware = firmware["id"].as_str().context("firmware id")?.to_owned();
+    let rollout = app.call("POST",
+        "/v1/ota/rollouts",
+        admin,
+        serde_json::json!({"firmware_id": firmware, "selector": {"channel": "stable", "versions": "<1.1.0"},
+                           "stages": [1, 100], "failure_threshold": 0.5, "min_reports": 1,
+                           "report_timeout_secs": 86_400}),
+    )
+    .await?;
+    let rollout = rollout["id"].as_str().context("rollout id")?.to_owned();
+    Ok(rollout)
+}
+
+/// Checks round robin over the fleet, counted in `next`.
+fn check(tokens: Arc<Vec<String>>, next: Arc<AtomicU64>) -> super::RequestFactory {
+    Arc::new(move |_: usize, _: u64| {
+        let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+        http::Request::get("/v1/ota/check?version=1.0.0")
+            .header(http::header::HOST, "127.0.0.1")
+            .header("authorization", tokens[n % tokens.len()].as_str())
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    })
+}
+
+/// Takes the rollout to its 100% stage: one device reports success, which makes
+/// stage 1% healthy, and the admin advances it.
+async fn advance(
+    app: &AppUnderTest,
+    client: &tokio_postgres::Client,
+    tenant: &TenantId,
+    rollout: &str,
+    admin: &str,
+) -> anyhow::Result<()> {
     // One success makes stage 1% healthy; then every device is in the cohort.
     let first: String = client
         .query_one(
@@ -172,25 +218,22 @@ pub async fn ota_check(
     app.call(
         "POST",
         &format!("/v1/ota/rollouts/{rollout}/advance"),
-        &admin,
+        admin,
         serde_json::json!({}),
     )
     .await?;
-    load_with(
-        app.endpoint(),
-        CONNECTIONS,
-        Duration::from_millis(500),
-        check(tokens.clone(), next.clone()),
-    )
-    .await?;
-    let stage100 = load_with(
-        app.endpoint(),
-        CONNECTIONS,
-        duration,
-        check(tokens.clone(), next.clone()),
-    )
-    .await?;
+    Ok(())
+}
 
+/// The section: each row against the trivial component.
+fn table(
+    trivial: &Measurement,
+    floor: &Measurement,
+    me: &Measurement,
+    stage1: &Measurement,
+    stage100: &Measurement,
+    offered_at_1: i64,
+) -> String {
     let row = |label: &str, m: &Measurement| {
         format!(
             "| {label} | {} | {:.0} | {:.2} | {} µs | {} µs | {} | {} |\n",
@@ -206,23 +249,23 @@ pub async fn ota_check(
     let mut table = String::from(
         "| | connections | requests/s | × trivial | p50 | p99 | errors | CPU % gen / server / other |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    table.push_str(&row("trivial component (`hello`)", &trivial));
+    table.push_str(&row("trivial component (`hello`)", trivial));
     table.push_str(&row(
         "the OTA component's floor (`GET /v1/ota/none`: 404, no token, no key-value)",
-        &floor,
+        floor,
     ));
-    table.push_str(&row("device token check only (`GET /v1/auth/me`)", &me));
+    table.push_str(&row("device token check only (`GET /v1/auth/me`)", me));
     table.push_str(&row(
         "check, stage 1% (≈99% answered from the key-value store)",
-        &stage1,
+        stage1,
     ));
     table.push_str(&row(
         "check, stage 100% (offer recorded, manifest signed)",
-        &stage100,
+        stage100,
     ));
-    Ok(format!(
+    format!(
         "`GET /v1/ota/check?version=1.0.0` for {DEVICES} devices (round robin over pre-minted device tokens; each check verifies the token, reads the device's revocation entry and rate window from the key-value store, then the tenant's cached active rollouts), against the host's trivial component in the same run. Every device checked once before measuring. {offered_at_1} devices were offered the update at the 1% stage. The floor row is a request the OTA component answers without checking anything (an unknown path, 404): what every request to it costs beyond `hello`. Target: at least 0.8 × trivial.\n\n{table}"
-    ))
+    )
 }
 
 /// `GET /v1/auth/me` round robin over the fleet's tokens.

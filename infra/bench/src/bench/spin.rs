@@ -207,15 +207,13 @@ pub async fn spin_comparison(
     ))
 }
 
-async fn compare(
+/// The trivial component, served by each runtime from the same manifest.
+async fn compare_hello(
     workspace: &Path,
-    app: &AppUnderTest,
     spin: &Path,
-    redis: Option<&str>,
     d: Duration,
     scratch: &Path,
-) -> anyhow::Result<Vec<Point>> {
-    // The trivial component, served by each runtime from the same manifest.
+) -> anyhow::Result<Point> {
     let hello_toaster = HelloHost::start(workspace, "spin-hello").await?;
     let (hello_dir, hello_manifest): (PathBuf, PathBuf) = hello_app(workspace, "spin-hello-spin")?;
     let hello_spin = SpinProcess::start(
@@ -243,6 +241,18 @@ async fn compare(
     }
     hello_spin.stop().await?;
     hello_toaster.stop().await?;
+    Ok(hello)
+}
+
+async fn compare(
+    workspace: &Path,
+    app: &AppUnderTest,
+    spin: &Path,
+    redis: Option<&str>,
+    d: Duration,
+    scratch: &Path,
+) -> anyhow::Result<Vec<Point>> {
+    let hello = compare_hello(workspace, spin, d, scratch).await?;
 
     // The app: the same database and variables as the toaster host serving it.
     let app_spin = SpinProcess::start(

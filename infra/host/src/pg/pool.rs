@@ -32,8 +32,8 @@ pub struct PgPools {
 }
 
 /// One address components open: its pool, and the hosts it names, parsed once (every
-/// request opens its connection by address, and parsing the URL each time was about a
-/// quarter of what `open` cost in a profile of one-reading ingest).
+/// request opens its connection by address; parsing the URL each time was a large part
+/// of what `open` cost: BENCHMARKS.md, "Measured choices in the code").
 #[derive(Clone)]
 struct Database {
     pool: Pool,
