@@ -3,10 +3,6 @@
 //!
 //! `cargo metadata` resolves the same Cargo.lock the workspace builds with, so the
 //! host always binds exactly the interfaces the components were built against.
-//!
-//! It also says, early in the host's first (long) build, when the Rust target the
-//! components need, wasm32-wasip2, is not installed: `toaster up` would find out only
-//! once the host is built.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,24 +10,6 @@ use std::process::Command;
 fn main() {
     if let Err(e) = run() {
         panic!("toaster host build: {e:#}");
-    }
-    warn_without_wasm_target();
-}
-
-/// A cargo warning when the toolchain building the host has no wasm32-wasip2 standard
-/// library: shown as soon as this script has run, near the start of the first build.
-fn warn_without_wasm_target() {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
-        return;
-    };
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if out.status.success() && !sysroot.join("lib/rustlib/wasm32-wasip2").exists() {
-        println!(
-            "cargo:warning=the Rust target wasm32-wasip2, which the components are built \
-             for, is not installed. `toaster up` adds it with rustup once this build is \
-             done; to add it now: rustup target add wasm32-wasip2"
-        );
     }
 }
 

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use toaster_host::{HostConfig, Limits, RunningHost, Runtime, database, localpg, migrate};
+use toaster_host::{HostConfig, Limits, RunningHost, Runtime};
+use toaster_setup::{database, localpg, migrate};
 use tokio::sync::OnceCell;
 
 pub fn workspace_root() -> PathBuf {
@@ -454,8 +455,8 @@ impl TestApp {
     /// `extra` adds or overrides application variables.
     pub async fn start_with(limits: Limits, extra: BTreeMap<String, String>) -> TestApp {
         let db = TestDb::new().await;
-        let token_signing_key = toaster_host::keys::new_token_secret();
-        let manifest_signing_key = toaster_host::keys::new_ed25519_pem();
+        let token_signing_key = toaster_setup::keys::new_token_secret();
+        let manifest_signing_key = toaster_setup::keys::new_ed25519_pem();
         let mut variables = BTreeMap::from([
             ("db_url".to_string(), db.url.clone()),
             ("db_host".to_string(), db.host_port()),

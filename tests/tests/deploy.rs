@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde_yaml_ng::Value;
-use toaster_host::retention::{self, RetentionError};
+use toaster_cli::retention::{self, RetentionError};
 use toaster_host::runtime_config::{KvStoreConfig, RuntimeConfig};
 use toaster_tests::{TestDb, workspace_root};
 
@@ -333,7 +333,7 @@ fn the_replicas_share_one_redis_key_value_store() {
 #[test]
 fn the_jobs_run_the_toaster_image_against_the_database_secret() {
     let docs = read_docs(&spinkube_dir());
-    let main_rs = std::fs::read_to_string(workspace_root().join("infra/host/src/main.rs")).unwrap();
+    let main_rs = std::fs::read_to_string(workspace_root().join("infra/cli/src/main.rs")).unwrap();
     let dockerfile =
         std::fs::read_to_string(workspace_root().join("infra/deploy/Dockerfile")).unwrap();
     let mut jobs = 0;

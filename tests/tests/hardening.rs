@@ -1,7 +1,7 @@
 //! The host against slow and abusive clients, with real sockets: stalled bodies,
 //! idle and trickling connections, too many connections from one address, overload,
 //! and requests hyper cannot parse. (The open-file limit case runs `toaster up` in a
-//! process of its own: infra/host/tests/open_files.rs.)
+//! process of its own: infra/cli/tests/open_files.rs.)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -12,8 +12,8 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::token::{AccessClaims, TokenSigner};
-use toaster_host::localpg::LocalPostgres;
-use toaster_host::{database, migrate};
+use toaster_setup::localpg::LocalPostgres;
+use toaster_setup::{database, migrate};
 use toaster_tests::{TestApp, TestDb, serve_app, workspace_root};
 
 const STORE_BATCH: &str = include_str!("../../functions/ingest/src/store_batch.sql");
@@ -898,7 +898,7 @@ async fn storage_down_is_503_and_a_resend_after_it_returns_is_stored_once() {
         .unwrap();
     drop(client);
 
-    let signing_key = toaster_host::keys::new_token_secret();
+    let signing_key = toaster_setup::keys::new_token_secret();
     let signer = TokenSigner::from_secret(&signing_key).unwrap();
     let host = serve_app(
         BTreeMap::from([
@@ -907,7 +907,7 @@ async fn storage_down_is_503_and_a_resend_after_it_returns_is_stored_once() {
             ("token_signing_key".to_string(), signing_key),
             (
                 "manifest_signing_key".to_string(),
-                toaster_host::keys::new_ed25519_pem(),
+                toaster_setup::keys::new_ed25519_pem(),
             ),
         ]),
         toaster_host::Limits::default(),

@@ -1,5 +1,5 @@
 //! A bad variable value reaching the components, as it does on Spin, which has no
-//! start hook (`toaster up` refuses to start with one: infra/host/tests/variables.rs).
+//! start hook (`toaster up` refuses to start with one: infra/cli/tests/variables.rs).
 //! The request that needs the variable is answered 500 naming it and what it takes,
 //! never its value; it is never served with a default; requests that do not need it
 //! are served.

@@ -4,6 +4,11 @@
 //! `wit/spin-sdk` by build.rs). The inline world names exactly the Spin interfaces
 //! Toaster's components may import besides WASI: key-value, variables and
 //! PostgreSQL v4. Everything else in the host imports these types from here.
+//!
+//! This module depends on no other of the host's: the interfaces' resources (a
+//! key-value `store`, a PostgreSQL `connection`) are the generated types, and each
+//! interface's module keeps what a handle stands for in a table of its own, by the
+//! handle's number, as Spin's factors do.
 
 wasmtime::component::bindgen!({
     path: "wit/spin-sdk",
@@ -18,10 +23,6 @@ wasmtime::component::bindgen!({
     ",
     world: "toaster:host/host",
     imports: { default: async | trappable },
-    with: {
-        "fermyon:spin/key-value.store": crate::kv::StoreHandle,
-        "spin:postgres/postgres.connection": crate::pg::Connection,
-    },
 });
 
 pub use fermyon::spin2_0_0::key_value;

@@ -6,10 +6,19 @@ use std::sync::Arc;
 
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::state::ComponentConfig;
+use crate::outbound::AllowedHosts;
 
+/// The interface's state in one instance: which component it is, and where it may
+/// send requests.
 pub struct OutgoingHooks {
-    pub component: Arc<ComponentConfig>,
+    component: Arc<str>,
+    allowed: Arc<AllowedHosts>,
+}
+
+impl OutgoingHooks {
+    pub fn new(component: Arc<str>, allowed: Arc<AllowedHosts>) -> OutgoingHooks {
+        OutgoingHooks { component, allowed }
+    }
 }
 
 type SendResult = wasmtime_wasi_http::Result<(
@@ -28,10 +37,10 @@ impl WasiHttpHooks for OutgoingHooks {
         let scheme = uri.scheme_str().unwrap_or("https").to_string();
         let host = uri.host().unwrap_or("").to_string();
         let port = uri.port_u16();
-        let allowed = self.component.allowed_hosts.allows(&scheme, &host, port);
+        let allowed = self.allowed.allows(&scheme, &host, port);
         if !allowed {
             tracing::info!(
-                component = %self.component.id,
+                component = %self.component,
                 "outgoing request to {scheme}://{host} denied: not in allowed_outbound_hosts"
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });

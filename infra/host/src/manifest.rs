@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::outbound::{AllowedHosts, check_entry};
-use crate::variables::{render_with, template_references};
+use crate::template::{render_with, template_references};
 
 #[derive(Debug, Clone)]
 pub struct Manifest {

@@ -18,27 +18,27 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
 };
 use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::bindings;
 use crate::deadline::{self, Deadlines};
 use crate::guest_output::{GuestOutput, RequestId, Stream};
-use crate::kv::KvStores;
-use crate::manifest::Manifest;
+use crate::kv::{KeyValue, KvStores};
+use crate::manifest::{ComponentDecl, Manifest};
 use crate::outbound::AllowedHosts;
-use crate::pg::PgPools;
+use crate::pg::{PgPools, Postgres};
 use crate::problem;
 use crate::routes::{Router, spin_headers};
 use crate::state::{ComponentConfig, HostState, Services};
-use crate::variables::Variables;
+use crate::variables::{ComponentVariables, Variables};
 
 /// How often the epoch advances; the request timeout is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -125,7 +125,8 @@ impl Runtime {
         pool.async_stack_keep_resident(16 << 10);
         // The components export and import wasi:http 0.2 only: no component-model
         // async. Without the concurrency machinery a Store is smaller and every host
-        // call skips its task bookkeeping (measured: 15-20% of a trivial request).
+        // call skips its task bookkeeping (its cost: BENCHMARKS.md, "Measured choices in
+        // the code").
         config.concurrency_support(false);
         // `TOASTER_PERF_MAP=1`: wasmtime writes /tmp/perf-PID.map, so that `perf report`
         // names guest functions (docs/host.md, Profiling).
@@ -267,14 +268,20 @@ impl App {
         )?;
         let services = Arc::new(Services {
             kv: kv.clone(),
-            pg: PgPools::new(limits.pg_pool_size),
+            pg: Arc::new(PgPools::new(limits.pg_pool_size)),
         });
         let mut linker: Linker<HostState> = Linker::new(runtime.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::key_value::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-        bindings::variables::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-        bindings::postgres::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::key_value::add_to_linker::<_, HasSelf<KeyValue>>(&mut linker, |s| {
+            &mut s.key_value
+        })?;
+        bindings::variables::add_to_linker::<_, HasSelf<ComponentVariables>>(&mut linker, |s| {
+            &mut s.variables
+        })?;
+        bindings::postgres::add_to_linker::<_, HasSelf<Postgres>>(&mut linker, |s| {
+            &mut s.postgres
+        })?;
 
         let routed: BTreeSet<&str> = router.components().collect();
         let mut components = HashMap::new();
@@ -297,33 +304,7 @@ impl App {
                 .component(&path)
                 .with_context(|| format!("component {id:?} failed to compile"))?;
             check_imports(id, &component, runtime.engine())?;
-            let rendered_hosts = decl
-                .allowed_outbound_hosts
-                .iter()
-                .map(|h| variables.render(h))
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
-            for label in &decl.key_value_stores {
-                if !kv.contains(label) {
-                    bail!(
-                        "component {id:?} uses key-value store {label:?}, which is not configured (only \"default\" is, unless a runtime config defines more)"
-                    );
-                }
-            }
-            let config = Arc::new(ComponentConfig {
-                id: id.clone(),
-                variables: variables
-                    .render_all(&decl.variables)
-                    .with_context(|| format!("component {id:?}: variables"))?,
-                kv_labels: decl.key_value_stores.iter().cloned().collect(),
-                allowed_hosts: AllowedHosts::parse(&rendered_hosts)
-                    .with_context(|| format!("component {id:?}"))?,
-                environment: decl
-                    .environment
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            });
+            let config = component_config(id, decl, variables, &kv)?;
             let pre = linker
                 .instantiate_pre(&component)
                 .map_err(anyhow::Error::from)
@@ -454,6 +435,32 @@ impl App {
         }
     }
 
+    /// The store one request runs in: the component's instance state, its output
+    /// lines tagged with `request_id`, and its memory and time bounded.
+    fn new_store(&self, component: &LoadedComponent, request_id: RequestId) -> Store<HostState> {
+        let mut wasi = WasiCtx::builder();
+        let name = &component.name;
+        wasi.stdout(GuestOutput::new(name.clone(), request_id, Stream::Stdout))
+            .stderr(GuestOutput::new(name.clone(), request_id, Stream::Stderr));
+        for (k, v) in &component.config.environment {
+            wasi.env(k, v);
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.max_instance_memory)
+            .instances(64)
+            .tables(64)
+            .memories(16)
+            .build();
+        let state = HostState::new(&component.config, &self.services, wasi.build(), limits);
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let ticks =
+            (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
     async fn run<B>(
         &self,
         component: &LoadedComponent,
@@ -465,35 +472,7 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let mut wasi = WasiCtx::builder();
-        let name = &component.name;
-        wasi.stdout(GuestOutput::new(name.clone(), request_id, Stream::Stdout))
-            .stderr(GuestOutput::new(name.clone(), request_id, Stream::Stderr));
-        for (k, v) in &component.config.environment {
-            wasi.env(k, v);
-        }
-        let state = HostState {
-            component: component.config.clone(),
-            services: self.services.clone(),
-            wasi: wasi.build(),
-            http_ctx: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            outgoing: crate::http::OutgoingHooks {
-                component: component.config.clone(),
-            },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_instance_memory)
-                .instances(64)
-                .tables(64)
-                .memories(16)
-                .build(),
-        };
-        let mut store = Store::new(self.runtime.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        let ticks =
-            (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        let mut store = self.new_store(component, request_id);
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = WasiHttpView::http(store.data_mut())
@@ -514,11 +493,9 @@ impl App {
         // response head and its first part are ready (or the deadline passes: the epoch
         // thread signals `watch`, see `deadline`, and dropping the guest's call cancels
         // it). Whatever it still has to do then (the rest of a streamed body, work after
-        // responding) goes on in a task of its own. Spawning every request's guest as a
-        // task of its own from the start cost about a quarter of a trivial request's CPU
-        // (`scripts/cpu-per-request` on `hello`, 64 connections, alternating runs: 49
-        // vs 35 µs). The response side is polled before the guest: polled the other way
-        // round the same code cost 42 µs.
+        // responding) goes on in a task of its own: a task per request from the start,
+        // or the guest polled before the response side, cost more CPU (BENCHMARKS.md,
+        // "Host overhead").
         let watch = self
             .runtime
             .deadlines
@@ -557,8 +534,7 @@ impl App {
                 // The guest is done and its store gone, so the answer is complete (or
                 // will never come): take it in this poll. Waiting for the wake-up the
                 // guest's last write sent cost a trivial request a turn of the
-                // scheduler (1-connection p50 38 -> 30 µs, `toaster bench --scenario
-                // host`).
+                // scheduler (BENCHMARKS.md, "Host overhead").
                 if answered.is_none()
                     && let Poll::Ready(answer) = front.as_mut().poll(cx)
                 {
@@ -581,22 +557,72 @@ impl App {
         })
         .await;
         if outcome.is_ok() {
-            let id = component.config.id.clone();
-            match finished {
-                None => {
-                    tokio::spawn(async move {
-                        if let Err(e) = guest.await {
-                            tracing::warn!(component = %id, %request_id, cause = ?e, "component failed after its response");
-                        }
-                    });
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(component = %id, %request_id, cause = ?e, "component failed after its response")
-                }
-                Some(Ok(())) => {}
-            }
+            finish_after_response(finished, guest, component.config.id.clone(), request_id);
         }
         outcome
+    }
+}
+
+/// What component `id` is granted: its variables rendered, its key-value labels
+/// (each must be configured), its allowed hosts parsed, its environment.
+fn component_config(
+    id: &str,
+    decl: &ComponentDecl,
+    variables: &Variables,
+    kv: &KvStores,
+) -> anyhow::Result<Arc<ComponentConfig>> {
+    let rendered_hosts = decl
+        .allowed_outbound_hosts
+        .iter()
+        .map(|h| variables.render(h))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
+    for label in &decl.key_value_stores {
+        if !kv.contains(label) {
+            bail!(
+                "component {id:?} uses key-value store {label:?}, which is not configured (only \"default\" is, unless a runtime config defines more)"
+            );
+        }
+    }
+    Ok(Arc::new(ComponentConfig {
+        id: Arc::from(id),
+        variables: Arc::new(
+            variables
+                .render_all(&decl.variables)
+                .with_context(|| format!("component {id:?}: variables"))?,
+        ),
+        kv_labels: Arc::new(decl.key_value_stores.iter().cloned().collect()),
+        allowed_hosts: Arc::new(
+            AllowedHosts::parse(&rendered_hosts).with_context(|| format!("component {id:?}"))?,
+        ),
+        environment: decl
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }))
+}
+
+/// A guest still running after its response goes on in a task of its own; one that
+/// failed after responding is logged.
+fn finish_after_response(
+    finished: Option<wasmtime::Result<()>>,
+    guest: std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>>,
+    id: Arc<str>,
+    request_id: RequestId,
+) {
+    match finished {
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = guest.await {
+                    tracing::warn!(component = %id, %request_id, cause = ?e, "component failed after its response");
+                }
+            });
+        }
+        Some(Err(e)) => {
+            tracing::warn!(component = %id, %request_id, cause = ?e, "component failed after its response")
+        }
+        Some(Ok(())) => {}
     }
 }
 

@@ -41,10 +41,10 @@ use tokio::sync::{Semaphore, watch};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::Limits;
 use crate::guest_output::RequestId;
 use crate::problem;
 use crate::runtime::App;
+use crate::runtime::Limits;
 use conn_io::{ConnIo, ServiceCalls};
 
 /// The longest a client may take to send a whole request body.

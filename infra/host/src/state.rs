@@ -1,5 +1,7 @@
-//! The per-request store data: one field per host interface, plus what the
-//! component was granted. A fresh `HostState` is built for every request.
+//! The per-request store data: each host interface's state in this instance (as Spin
+//! assembles its factors' instance states), plus WASI's and the store's limits. A
+//! fresh `HostState` is built for every request from what the component was granted
+//! ([`ComponentConfig`]) and the app's backends ([`Services`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,34 +11,59 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::kv::KvStores;
+use crate::http::OutgoingHooks;
+use crate::kv::{KeyValue, KvStores};
 use crate::outbound::AllowedHosts;
-use crate::pg::PgPools;
+use crate::pg::{PgPools, Postgres};
+use crate::variables::ComponentVariables;
 
 /// What one component of the manifest was granted, resolved at start.
 #[derive(Debug)]
 pub struct ComponentConfig {
-    pub id: String,
-    pub variables: BTreeMap<String, String>,
-    pub kv_labels: BTreeSet<String>,
-    pub allowed_hosts: AllowedHosts,
+    pub id: Arc<str>,
+    pub variables: Arc<BTreeMap<String, String>>,
+    pub kv_labels: Arc<BTreeSet<String>>,
+    pub allowed_hosts: Arc<AllowedHosts>,
     pub environment: Vec<(String, String)>,
 }
 
 /// Shared by every request: backends behind the host interfaces.
 pub struct Services {
     pub kv: KvStores,
-    pub pg: PgPools,
+    pub pg: Arc<PgPools>,
 }
 
 pub struct HostState {
-    pub component: Arc<ComponentConfig>,
-    pub services: Arc<Services>,
     pub wasi: WasiCtx,
     pub http_ctx: WasiHttpCtx,
+    /// WASI's and wasi:http's resources.
     pub table: ResourceTable,
-    pub outgoing: crate::http::OutgoingHooks,
+    pub outgoing: OutgoingHooks,
+    pub key_value: KeyValue,
+    pub variables: ComponentVariables,
+    pub postgres: Postgres,
     pub limits: StoreLimits,
+}
+
+impl HostState {
+    /// The interfaces' states for one instance of `component`.
+    pub fn new(
+        component: &ComponentConfig,
+        services: &Services,
+        wasi: WasiCtx,
+        limits: StoreLimits,
+    ) -> HostState {
+        HostState {
+            wasi,
+            http_ctx: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outgoing: OutgoingHooks::new(component.id.clone(), component.allowed_hosts.clone()),
+            key_value: KeyValue::new(services.kv.clone(), component.kv_labels.clone()),
+            variables: ComponentVariables::new(component.id.clone(), component.variables.clone()),
+            postgres: Postgres::new(services.pg.clone(), component.allowed_hosts.clone()),
+            limits,
+        }
+    }
 }
 
 impl WasiView for HostState {

@@ -19,10 +19,11 @@
 //! given, as Spin does, so the tests can see what a component does with a bad value.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::bindings::variables::{self, Error};
 use crate::manifest::{Manifest, VariableDecl};
-use crate::state::HostState;
+use crate::template::{TemplateError, render_with};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VariablesError {
@@ -31,10 +32,9 @@ pub enum VariablesError {
         .0.join(", ")
     )]
     Missing(Vec<String>),
-    #[error("`{template}` refers to {name:?}, which is not an application variable")]
-    Unknown { template: String, name: String },
-    #[error("malformed template `{0}`: a `{{{{` is not closed by `}}}}`")]
-    Malformed(String),
+    /// A template that is malformed or names no application variable.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
     #[error("{}", undeclared_message(.name, .declared))]
     Undeclared { name: String, declared: Vec<String> },
     /// Values that do not parse, one line each ([`check_values`]).
@@ -288,7 +288,9 @@ impl Variables {
 
     /// Renders a manifest expression such as `postgres://{{ db_host }}`.
     pub fn render(&self, template: &str) -> Result<String, VariablesError> {
-        render_with(template, |name| self.values.get(name).map(String::as_str))
+        Ok(render_with(template, |name| {
+            self.values.get(name).map(String::as_str)
+        })?)
     }
 
     /// Renders a component's `[component.x.variables]` table.
@@ -301,62 +303,6 @@ impl Variables {
             .map(|(k, t)| Ok((k.clone(), self.render(t)?)))
             .collect()
     }
-}
-
-/// One piece of a template: literal text, or the (trimmed) text of a `{{ ... }}`.
-enum Part<'a> {
-    Lit(&'a str),
-    Expr(&'a str),
-}
-
-fn parse_template(template: &str) -> Result<Vec<Part<'_>>, VariablesError> {
-    let mut parts = Vec::new();
-    let mut rest = template;
-    while !rest.is_empty() {
-        if let Some(inner) = rest.strip_prefix("{{") {
-            let (expr, after) = inner
-                .split_once("}}")
-                .ok_or_else(|| VariablesError::Malformed(template.to_string()))?;
-            parts.push(Part::Expr(expr.trim()));
-            rest = after;
-        } else {
-            let end = rest.find("{{").unwrap_or(rest.len());
-            parts.push(Part::Lit(&rest[..end]));
-            rest = &rest[end..];
-        }
-    }
-    Ok(parts)
-}
-
-/// The application variables `template` refers to, in order; an error if it is malformed.
-pub fn template_references(template: &str) -> Result<Vec<&str>, VariablesError> {
-    Ok(parse_template(template)?
-        .into_iter()
-        .filter_map(|p| match p {
-            Part::Expr(name) => Some(name),
-            Part::Lit(_) => None,
-        })
-        .collect())
-}
-
-/// Renders `template`, looking each expression up with `value`.
-pub fn render_with<'v>(
-    template: &str,
-    value: impl Fn(&str) -> Option<&'v str>,
-) -> Result<String, VariablesError> {
-    let mut out = String::with_capacity(template.len());
-    for part in parse_template(template)? {
-        match part {
-            Part::Lit(text) => out.push_str(text),
-            Part::Expr(name) => {
-                out.push_str(value(name).ok_or_else(|| VariablesError::Unknown {
-                    template: template.to_string(),
-                    name: name.to_string(),
-                })?)
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Spin's rule for a name a component asks for (`spin_expressions::Key`): lowercase
@@ -384,16 +330,28 @@ pub fn check_key(key: &str) -> Result<(), String> {
     Err(format!("{key:?}: {reason}"))
 }
 
-impl variables::Host for HostState {
+/// The interface's state in one instance: the component's rendered variables.
+pub struct ComponentVariables {
+    component: Arc<str>,
+    values: Arc<BTreeMap<String, String>>,
+}
+
+impl ComponentVariables {
+    pub fn new(component: Arc<str>, values: Arc<BTreeMap<String, String>>) -> Self {
+        ComponentVariables { component, values }
+    }
+}
+
+impl variables::Host for ComponentVariables {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, Error>> {
         if let Err(reason) = check_key(&name) {
             return Ok(Err(Error::InvalidName(reason)));
         }
-        Ok(match self.component.variables.get(&name) {
+        Ok(match self.values.get(&name) {
             Some(v) => Ok(v.clone()),
             None => Err(Error::Undefined(format!(
                 "no variable for {:?}.{name:?}",
-                self.component.id
+                &*self.component
             ))),
         })
     }
@@ -402,6 +360,7 @@ impl variables::Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::template_references;
 
     fn decls() -> BTreeMap<String, VariableDecl> {
         let mut d = BTreeMap::new();
@@ -465,15 +424,15 @@ mod tests {
         assert_eq!(v.render("plain").unwrap(), "plain");
         assert!(matches!(
             v.render("{{ nope }}"),
-            Err(VariablesError::Unknown { .. })
+            Err(VariablesError::Template(TemplateError::Unknown { .. }))
         ));
         assert!(matches!(
             v.render("{{ host "),
-            Err(VariablesError::Malformed(_))
+            Err(VariablesError::Template(TemplateError::Malformed(_)))
         ));
         assert!(matches!(
             v.render("{{ host }} {{ key"),
-            Err(VariablesError::Malformed(_))
+            Err(VariablesError::Template(TemplateError::Malformed(_)))
         ));
         let undeclared = BTreeMap::from([("zzz".to_string(), "1".to_string())]);
         assert!(Variables::resolve(&decls(), &undeclared, |_| None).is_err());
@@ -492,7 +451,7 @@ mod tests {
         // The expression runs to the first `}}`: `{{ {{ key }}` names "{{ key".
         assert!(matches!(
             v.render("{{ {{ key }}"),
-            Err(VariablesError::Unknown { name, .. }) if name == "{{ key"
+            Err(VariablesError::Template(TemplateError::Unknown { name, .. })) if name == "{{ key"
         ));
         assert_eq!(template_references("a{{ x }}b{{y}}").unwrap(), ["x", "y"]);
     }
