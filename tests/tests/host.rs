@@ -950,8 +950,9 @@ async fn a_component_that_fails_to_compile_is_named_at_start() {
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
 }
 
-/// DESIGN.md's platform contract: the app's components import only WASI 0.2 and the
-/// three Spin interfaces, and export only wasi:http/incoming-handler.
+/// The platform contract (docs/host.md, "Platform contract"): the app's components
+/// import only WASI 0.2 and the three Spin interfaces, and export only
+/// wasi:http/incoming-handler.
 #[test]
 fn app_components_import_only_the_platform_contract() {
     let rt = toaster_tests::runtime();

@@ -1,4 +1,5 @@
-//! Reading a JSON request body into a typed value, with the status codes of DESIGN.md:
+//! Reading a JSON request body into a typed value, with the API's status codes
+//! (schemas/openapi.yaml):
 //!
 //! | problem | status |
 //! |---------|--------|

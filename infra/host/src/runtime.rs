@@ -245,7 +245,7 @@ pub struct App {
     health_db: Option<String>,
 }
 
-/// Interfaces a component may import besides `wasi:*@0.2.x` (DESIGN.md).
+/// Interfaces a component may import besides `wasi:*@0.2.x` (docs/host.md, "Platform contract").
 pub const ALLOWED_SPIN_IMPORTS: &[&str] = &[
     "fermyon:spin/key-value@2.0.0",
     "fermyon:spin/variables@2.0.0",
