@@ -12,23 +12,19 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-use serde_json::{Value, json};
-use toaster_device::{
-    Config, Device, DeviceKey, Error as DeviceError, Reading, ReportStatus, RetryPolicy,
-};
+use toaster_device::{Config, Device, DeviceKey, RetryPolicy};
 use tokio::sync::watch;
 
 mod devices;
 mod summary;
 
-use devices::*;
+use devices::{Live, Pacer, SimDevice, Tally, claim_token, worker};
 pub use summary::{ClientCounters, Errors, Latency, Ota, Provisioning, Summary, Telemetry};
 use summary::{add_telemetry, error_key, print_summary};
 

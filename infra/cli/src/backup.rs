@@ -33,13 +33,13 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use toaster_setup::database::redact;
-
 mod conn;
 mod programs;
 mod restore;
 
+#[cfg(test)]
 use conn::*;
+use conn::{Conn, run, server_major};
 #[cfg(test)]
 use programs::*;
 pub use programs::{PgClient, choose, find_clients};

@@ -4,16 +4,16 @@
 //! covers time in host calls too (epoch interruption only stops wasm code). A tokio
 //! timer per request takes a lock on the runtime's timer wheel and, whenever the driver
 //! is not parked on an earlier timer (under load it rarely is), writes to the driver's
-//! wake-up descriptor: `perf` put about 6% of the host's samples on a trivial request
-//! there, some of it waiting for that lock. Deadlines are seconds long and need no
+//! wake-up descriptor, and `perf` put a share of the host's samples on a trivial request
+//! there, some of it waiting for that lock (BENCHMARKS.md, "Host overhead"). Deadlines are seconds long and need no
 //! millisecond precision, so instead the runtime's epoch thread scans every watched
 //! request each [`SCAN_EVERY`] and signals any request past its deadline; the request
 //! waits for that signal beside its work and gives up (dropping the guest's call, which
 //! cancels it) when it comes. A request costs one lock of a mutex nobody else holds for
 //! long and one allocation.
 //! (Measured end to end with `scripts/cpu-per-request` on the `hello` component, CPU
-//! per request did not change beyond the noise of A/B runs, 44.6 vs 44.9 µs: the timer's share went
-//! to waiting elsewhere. It stays for what it removes, a lock shared by every request
+//! per request did not change beyond the noise of A/B runs (BENCHMARKS.md, "Host
+//! overhead"): the timer's share went to waiting elsewhere. It stays for what it removes, a lock shared by every request
 //! in flight and a wake-up write per request, and for the test of host-call timeouts
 //! that came with it, `tests/tests/host.rs`.)
 

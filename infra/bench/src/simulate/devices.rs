@@ -1,7 +1,18 @@
 //! The simulated devices: what each worker saw, the pace readings go at, a worker
 //! running its share of the fleet, and the tokens provisioning needs (see [`super`]).
 
-use super::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use toaster_device::{Device, Error as DeviceError, Reading, ReportStatus};
+use tokio::sync::watch;
+
+use super::summary::{Ota, Telemetry, error_key};
+use super::{METRICS, SimulateArgs};
 
 /// What one worker saw.
 #[derive(Default)]

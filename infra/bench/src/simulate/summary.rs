@@ -1,6 +1,10 @@
 //! What a simulation measured, as JSON (`--json`) and as the lines it prints.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use toaster_device::Error as DeviceError;
 
 // ------------------------------------------------------------------------- results
 

@@ -3,11 +3,14 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use toaster_setup::database::redact;
 use tokio::process::Command;
 
-use super::*;
+use super::BackupError;
+use super::programs::PgClient;
 
 // ---------------------------------------------------------------- the connection
 

@@ -3,8 +3,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
-use super::*;
+use super::BackupError;
 
 // ---------------------------------------------------------------- the programs
 

@@ -2,11 +2,14 @@
 //! [`super`]).
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use tokio::process::Command;
 
-use super::*;
+use super::conn::{Conn, USER_TABLES, hint, psql_rows, scrub, server_major};
+use super::programs::{PgClient, choose, find_clients};
+use super::{BackupError, EXAMPLE_TABLES, list_archive};
 
 // ---------------------------------------------------------------- restore
 
