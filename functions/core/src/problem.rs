@@ -52,9 +52,10 @@ pub struct Problem {
     /// Seconds for the `Retry-After` header; not part of the body.
     #[serde(skip)]
     pub retry_after: Option<u32>,
-    /// The methods for the `Allow` header of a 405 (`GET, POST`); not part of the body.
+    /// The methods for the `Allow` header of a 405; empty otherwise. Not part of the
+    /// body. A one-byte set: every `Result<_, Problem>` carries the field.
     #[serde(skip)]
-    pub allow: Option<String>,
+    pub allow: Methods,
 }
 
 /// Every problem `type` Toaster sends: its slug under `https://toaster.dev/problems/`,
@@ -182,6 +183,43 @@ impl ProblemType {
     }
 }
 
+/// A set of the HTTP methods a resource may answer, for the `Allow` header of a 405.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Methods(u8);
+
+impl Methods {
+    /// No method: a problem that is not a 405.
+    pub const NONE: Methods = Methods(0);
+    /// In the order the `Allow` header lists them.
+    const NAMES: [&'static str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+    /// The set of the one method `name` (`"GET"`), if it is one of [`Self::NAMES`].
+    pub fn named(name: &str) -> Option<Methods> {
+        let index = Self::NAMES.iter().position(|n| *n == name)?;
+        Some(Methods(1 << index))
+    }
+
+    /// Both sets.
+    pub fn union(self, other: Methods) -> Methods {
+        Methods(self.0 | other.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The `Allow` header value: `GET, POST`.
+    pub fn header(self) -> String {
+        Self::NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, name)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl Problem {
     /// A problem of `kind`, without detail.
     pub fn of(kind: ProblemType) -> Self {
@@ -192,7 +230,7 @@ impl Problem {
             detail: None,
             errors: Vec::new(),
             retry_after: None,
-            allow: None,
+            allow: Methods::NONE,
         }
     }
 
@@ -277,11 +315,11 @@ impl Problem {
     }
 
     /// 405: the resource exists, but answers only `allow` (send them as `Allow`).
-    pub fn method_not_allowed(allow: &str) -> Self {
+    pub fn method_not_allowed(allow: Methods) -> Self {
         Self {
-            allow: Some(allow.to_owned()),
+            allow,
             ..Self::of(ProblemType::MethodNotAllowed)
-                .with_detail(format!("this resource answers {allow}"))
+                .with_detail(format!("this resource answers {}", allow.header()))
         }
     }
 
@@ -364,9 +402,16 @@ mod tests {
 
     #[test]
     fn method_not_allowed_names_the_allowed_methods_outside_the_body() {
-        let problem = Problem::method_not_allowed("GET, PUT");
+        let allow = Methods::named("PUT")
+            .unwrap()
+            .union(Methods::named("GET").unwrap());
+        let problem = Problem::method_not_allowed(allow);
         assert_eq!(problem.status, 405);
-        assert_eq!(problem.allow.as_deref(), Some("GET, PUT"));
+        assert_eq!(problem.allow.header(), "GET, PUT");
+        assert_eq!(Methods::named("HEAD"), None);
+        assert!(Problem::not_found().allow.is_empty());
+        // Small enough that returning it in a Result stays cheap (clippy's limit).
+        assert!(std::mem::size_of::<Problem>() < 128);
         assert_eq!(
             problem.detail.as_deref(),
             Some("this resource answers GET, PUT")

@@ -33,8 +33,8 @@ pub fn problem(problem: &Problem) -> Response {
     if let Some(seconds) = problem.retry_after {
         builder.header("retry-after", seconds.to_string());
     }
-    if let Some(allow) = &problem.allow {
-        builder.header("allow", allow.as_str());
+    if !problem.allow.is_empty() {
+        builder.header("allow", problem.allow.header());
     }
     builder.body(problem.to_json()).build()
 }
@@ -112,6 +112,7 @@ fn serialisation_failed() -> Response {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+    use toaster_core::problem::Methods;
 
     fn body_json(response: &Response) -> Value {
         serde_json::from_slice(response.body()).unwrap_or(Value::Null)
@@ -160,7 +161,10 @@ mod tests {
 
     #[test]
     fn method_not_allowed_carries_allow() {
-        let response = problem(&Problem::method_not_allowed("GET, PUT"));
+        let allow = Methods::named("GET")
+            .unwrap()
+            .union(Methods::named("PUT").unwrap());
+        let response = problem(&Problem::method_not_allowed(allow));
         assert_eq!(*response.status(), 405);
         assert_eq!(header(&response, "allow"), Some("GET, PUT"));
         assert_eq!(body_json(&response)["title"], json!("Method Not Allowed"));

@@ -17,7 +17,7 @@
 //! ignored. A handler runs only if its method is the request's.
 
 use spin_sdk::http::{Method, Request, Response};
-use toaster_core::problem::Problem;
+use toaster_core::problem::{Methods, Problem};
 
 use crate::respond;
 
@@ -28,7 +28,7 @@ pub type Outcome = Result<Response, Problem>;
 /// (an [`Outcome`], or for an async component a future of one).
 pub struct Resource<'r, T = Outcome> {
     method: &'r Method,
-    allow: Vec<&'static str>,
+    allow: Methods,
     outcome: Option<T>,
 }
 
@@ -37,7 +37,7 @@ impl<'r, T> Resource<'r, T> {
     pub fn new(method: &'r Method) -> Self {
         Self {
             method,
-            allow: Vec::new(),
+            allow: Methods::NONE,
             outcome: None,
         }
     }
@@ -71,32 +71,30 @@ impl<'r, T> Resource<'r, T> {
         if self.outcome.is_none() && *self.method == method {
             self.outcome = Some(handler());
         }
-        self.allow.push(method_name(&method));
+        let name = match method {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            // The builders above pass only these five.
+            _ => "DELETE",
+        };
+        if let Some(named) = Methods::named(name) {
+            self.allow = self.allow.union(named);
+        }
         self
     }
 
-    /// The methods this resource answers, as the `Allow` header lists them.
-    pub fn allow(&self) -> String {
-        self.allow.join(", ")
+    /// The methods this resource answers.
+    pub fn allow(&self) -> Methods {
+        self.allow
     }
 
     /// What the handler returned, or 405 naming the methods that are answered.
     pub fn finish(self) -> Result<T, Problem> {
-        let allow = self.allow();
+        let allow = self.allow;
         self.outcome
-            .ok_or_else(|| Problem::method_not_allowed(&allow))
-    }
-}
-
-fn method_name(method: &Method) -> &'static str {
-    match method {
-        Method::Get => "GET",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Patch => "PATCH",
-        Method::Delete => "DELETE",
-        // The builders above use only these.
-        _ => "GET",
+            .ok_or_else(|| Problem::method_not_allowed(allow))
     }
 }
 
@@ -181,7 +179,7 @@ mod tests {
         assert_eq!(*response.status(), 405);
         assert_eq!(
             response.header("allow").and_then(|v| v.as_str()),
-            Some("POST, GET")
+            Some("GET, POST")
         );
         let response = run(Method::Patch, "/v1/things/t1");
         assert_eq!(*response.status(), 405);
