@@ -18,17 +18,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, RequestBuilder};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use crate::error::{Error, FlushError, Problem, Transient};
+use crate::error::{Error, FlushError};
 use crate::key::{AssertionClaims, DeviceKey};
 use crate::ota::{OtaError, ReportAck, ReportStatus, SignedManifest, SigningKey, Update};
-use crate::retry::{RetryPolicy, parse_retry_after};
+use crate::retry::RetryPolicy;
 use crate::telemetry::{FlushReport, Reading, Receipt, TelemetryBuffer};
+use crate::transport::{Answer, Http, Step, bump, refused};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -119,7 +119,7 @@ impl Config {
         format!("{}{path}", self.base_url)
     }
 
-    fn client(&self) -> Result<reqwest::Client, Error> {
+    pub(crate) fn client(&self) -> Result<reqwest::Client, Error> {
         if let Some(http) = &self.http {
             return Ok(http.clone());
         }
@@ -209,177 +209,6 @@ pub struct Stats {
     pub no_answer: u64,
     /// Time spent waiting before retries.
     pub waited: Duration,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    requests: AtomicU64,
-    logins: AtomicU64,
-    relogins: AtomicU64,
-    retries: AtomicU64,
-    rate_limited: AtomicU64,
-    unavailable: AtomicU64,
-    no_answer: AtomicU64,
-    waited_micros: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// An answer with its body read.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json<T: DeserializeOwned>(&self, what: &'static str) -> Result<T, Error> {
-        serde_json::from_slice(&self.body).map_err(|e| Error::Protocol {
-            what,
-            detail: format!("{} body: {e}", self.status),
-        })
-    }
-
-    fn problem(&self) -> Option<Box<Problem>> {
-        serde_json::from_slice(&self.body).ok().map(Box::new)
-    }
-}
-
-/// One attempt's result, sorted by what to do next.
-enum Step {
-    Done(Answer),
-    Unauthorized(Answer),
-    Retry(Transient),
-    Refused(Answer),
-    Broken(reqwest::Error),
-}
-
-/// The HTTP side shared by provisioning and the device: one attempt, and the
-/// waiting between attempts.
-struct Http {
-    client: reqwest::Client,
-    config: Config,
-    counters: Counters,
-}
-
-impl Http {
-    fn new(config: Config) -> Result<Http, Error> {
-        Ok(Http {
-            client: config.client()?,
-            config,
-            counters: Counters::default(),
-        })
-    }
-
-    async fn attempt(&self, request: RequestBuilder) -> Step {
-        bump(&self.counters.requests);
-        let sent = request.timeout(self.config.request_timeout).send().await;
-        // The body is part of the answer: a connection lost while reading it is a
-        // lost answer like any other.
-        let answer = match sent {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let headers = response.headers().clone();
-                response.bytes().await.map(|body| Answer {
-                    status,
-                    headers,
-                    body: body.to_vec(),
-                })
-            }
-            Err(e) => Err(e),
-        };
-        match answer {
-            Ok(answer) => match answer.status {
-                200..=299 => Step::Done(answer),
-                401 => Step::Unauthorized(answer),
-                408 | 429 | 500 | 502 | 503 | 504 => {
-                    match answer.status {
-                        429 => bump(&self.counters.rate_limited),
-                        503 => bump(&self.counters.unavailable),
-                        _ => {}
-                    }
-                    Step::Retry(Transient::Status {
-                        status: answer.status,
-                        retry_after: answer
-                            .headers
-                            .get(RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(parse_retry_after),
-                        problem: answer.problem(),
-                    })
-                }
-                _ => Step::Refused(answer),
-            },
-            Err(e) if e.is_builder() || e.is_redirect() => Step::Broken(e),
-            Err(e) => {
-                bump(&self.counters.no_answer);
-                Step::Retry(Transient::Transport(e))
-            }
-        }
-    }
-
-    /// After failed attempt number `failures` (1-based): sleeps and returns `Ok`, or
-    /// gives up.
-    async fn wait_before_retry(
-        &self,
-        what: &'static str,
-        failures: u32,
-        last: Transient,
-    ) -> Result<(), Error> {
-        let policy = &self.config.retry;
-        let delay = if failures >= policy.max_attempts {
-            None
-        } else {
-            policy.delay(failures - 1, last.retry_after(), &mut rand::rng())
-        };
-        let Some(delay) = delay else {
-            return Err(Error::GaveUp {
-                what,
-                attempts: failures,
-                last,
-            });
-        };
-        debug!(what, attempt = failures, ?delay, error = %last, "retrying");
-        bump(&self.counters.retries);
-        self.counters
-            .waited_micros
-            .fetch_add(delay.as_micros() as u64, Ordering::Relaxed);
-        tokio::time::sleep(delay).await;
-        Ok(())
-    }
-
-    /// A call without an access token, resent as the rules say.
-    async fn call(
-        &self,
-        what: &'static str,
-        build: impl Fn(&reqwest::Client) -> Result<RequestBuilder, Error>,
-    ) -> Result<Answer, Error> {
-        let mut failures = 0;
-        loop {
-            match self.attempt(build(&self.client)?).await {
-                Step::Done(answer) => return Ok(answer),
-                Step::Unauthorized(answer) | Step::Refused(answer) => {
-                    return Err(refused(what, answer));
-                }
-                Step::Broken(source) => return Err(Error::Request { what, source }),
-                Step::Retry(last) => {
-                    failures += 1;
-                    self.wait_before_retry(what, failures, last).await?;
-                }
-            }
-        }
-    }
-}
-
-fn refused(what: &'static str, answer: Answer) -> Error {
-    Error::Refused {
-        what,
-        status: answer.status,
-        problem: answer.problem(),
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,9 @@
 //! than the window, and only then is the batch parsed again against the real window
 //! to name those readings in the 422.
 
+// Functions stay under 100 lines (clippy.toml); tests may run longer.
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
+
 mod body;
 mod last_known;
 mod store;
