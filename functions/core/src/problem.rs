@@ -78,12 +78,16 @@ pub enum ProblemType {
     Conflict,
     /// 413: the body is too large.
     PayloadTooLarge,
+    /// 414: the request target is too long (the host).
+    UriTooLong,
     /// 415: the body is not of the expected media type.
     UnsupportedMediaType,
     /// 422: the body is well-formed but breaks the schema.
     Validation,
     /// 429: a rate limit was hit.
     RateLimited,
+    /// 431: the request's headers are too large (the host).
+    HeadersTooLarge,
     /// 500: our fault.
     Internal,
     /// 503: storage unreachable, or the server at capacity.
@@ -94,7 +98,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every type, in status order.
-    pub const ALL: [ProblemType; 14] = [
+    pub const ALL: [ProblemType; 16] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -103,9 +107,11 @@ impl ProblemType {
         Self::RequestTimeout,
         Self::Conflict,
         Self::PayloadTooLarge,
+        Self::UriTooLong,
         Self::UnsupportedMediaType,
         Self::Validation,
         Self::RateLimited,
+        Self::HeadersTooLarge,
         Self::Internal,
         Self::Unavailable,
         Self::Timeout,
@@ -122,9 +128,11 @@ impl ProblemType {
             Self::RequestTimeout => "request-timeout",
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::UriTooLong => "uri-too-long",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::Validation => "validation",
             Self::RateLimited => "rate-limited",
+            Self::HeadersTooLarge => "headers-too-large",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
@@ -142,9 +150,11 @@ impl ProblemType {
             Self::RequestTimeout => "Request Timeout",
             Self::Conflict => "Conflict",
             Self::PayloadTooLarge => "Payload Too Large",
+            Self::UriTooLong => "URI Too Long",
             Self::UnsupportedMediaType => "Unsupported Media Type",
             Self::Validation => "Validation failed",
             Self::RateLimited => "Too Many Requests",
+            Self::HeadersTooLarge => "Request Header Fields Too Large",
             Self::Internal => "Internal Server Error",
             Self::Unavailable => "Service Unavailable",
             Self::Timeout => "Gateway Timeout",
@@ -162,9 +172,11 @@ impl ProblemType {
             Self::RequestTimeout => 408,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
+            Self::UriTooLong => 414,
             Self::UnsupportedMediaType => 415,
             Self::Validation => 422,
             Self::RateLimited => 429,
+            Self::HeadersTooLarge => 431,
             Self::Internal => 500,
             Self::Unavailable => 503,
             Self::Timeout => 504,

@@ -3,28 +3,26 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use toaster_core::problem::ProblemType;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-pub const CONTENT_TYPE: &str = "application/problem+json";
+pub use toaster_core::problem::CONTENT_TYPE;
 
-/// The problem+json document.
-fn body(status: u16, kind: &str, title: &str, detail: &str) -> String {
+/// The problem+json document: its type, title and status from the one table of
+/// problem types the components use too ([`ProblemType`]).
+fn body(kind: ProblemType, detail: &str) -> String {
     serde_json::json!({
-        "type": format!("https://toaster.dev/problems/{kind}"),
-        "title": title,
-        "status": status,
+        "type": kind.uri(),
+        "title": kind.title(),
+        "status": kind.status(),
         "detail": detail,
     })
     .to_string()
 }
 
-pub fn response(
-    status: u16,
-    kind: &str,
-    title: &str,
-    detail: &str,
-) -> http::Response<HyperOutgoingBody> {
-    let body = body(status, kind, title, detail);
+pub fn response(kind: ProblemType, detail: &str) -> http::Response<HyperOutgoingBody> {
+    let status = kind.status();
+    let body = body(kind, detail);
     let mut resp = http::Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
@@ -41,43 +39,29 @@ pub fn response(
 
 pub fn not_found(path: &str) -> http::Response<HyperOutgoingBody> {
     let shown: String = path.chars().take(200).collect();
-    response(
-        404,
-        "not-found",
-        "Not Found",
-        &format!("no route matches {shown}"),
-    )
+    response(ProblemType::NotFound, &format!("no route matches {shown}"))
 }
 
 pub fn too_large(limit: usize) -> http::Response<HyperOutgoingBody> {
     response(
-        413,
-        "payload-too-large",
-        "Payload Too Large",
+        ProblemType::PayloadTooLarge,
         &format!("request bodies are limited to {limit} bytes"),
     )
 }
 
 pub fn timeout() -> http::Response<HyperOutgoingBody> {
-    response(
-        504,
-        "timeout",
-        "Gateway Timeout",
-        "the component did not answer in time",
-    )
+    response(ProblemType::Timeout, "the component did not answer in time")
 }
 
 pub fn internal() -> http::Response<HyperOutgoingBody> {
     response(
-        500,
-        "internal",
-        "Internal Server Error",
+        ProblemType::Internal,
         "the component failed; see the server log",
     )
 }
 
 pub fn unavailable(detail: &str) -> http::Response<HyperOutgoingBody> {
-    let mut r = response(503, "unavailable", "Service Unavailable", detail);
+    let mut r = response(ProblemType::Unavailable, detail);
     r.headers_mut().insert(
         http::header::RETRY_AFTER,
         http::HeaderValue::from_static("5"),
@@ -86,14 +70,12 @@ pub fn unavailable(detail: &str) -> http::Response<HyperOutgoingBody> {
 }
 
 pub fn bad_request(detail: &str) -> http::Response<HyperOutgoingBody> {
-    response(400, "bad-request", "Bad Request", detail)
+    response(ProblemType::BadRequest, detail)
 }
 
 pub fn request_timeout() -> http::Response<HyperOutgoingBody> {
     response(
-        408,
-        "request-timeout",
-        "Request Timeout",
+        ProblemType::RequestTimeout,
         "the request body did not arrive in time",
     )
 }
@@ -102,9 +84,7 @@ pub fn request_timeout() -> http::Response<HyperOutgoingBody> {
 /// past saturation and sheds the request instead of queueing it without bound.
 pub fn overloaded(retry_after_secs: u32) -> http::Response<HyperOutgoingBody> {
     let mut r = response(
-        503,
-        "unavailable",
-        "Service Unavailable",
+        ProblemType::Unavailable,
         "the server is at capacity; retry later",
     );
     r.headers_mut().insert(
@@ -118,9 +98,7 @@ pub fn overloaded(retry_after_secs: u32) -> http::Response<HyperOutgoingBody> {
 /// RFC 9110 requires.
 pub fn method_not_allowed(allow: &'static str) -> http::Response<HyperOutgoingBody> {
     let mut r = response(
-        405,
-        "method-not-allowed",
-        "Method Not Allowed",
+        ProblemType::MethodNotAllowed,
         &format!("this endpoint answers {allow}"),
     );
     r.headers_mut()
@@ -131,14 +109,9 @@ pub fn method_not_allowed(allow: &'static str) -> http::Response<HyperOutgoingBo
 /// A whole HTTP/1.1 response, problem+json, that closes the connection: for answers
 /// written to the socket without hyper (a refused connection, a request hyper could
 /// not parse).
-pub fn raw(
-    status: u16,
-    kind: &str,
-    title: &str,
-    detail: &str,
-    retry_after: Option<u32>,
-) -> Vec<u8> {
-    let body = body(status, kind, title, detail);
+pub fn raw(kind: ProblemType, detail: &str, retry_after: Option<u32>) -> Vec<u8> {
+    let status = kind.status();
+    let body = body(kind, detail);
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())

@@ -42,6 +42,8 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::guest_output::RequestId;
+use toaster_core::problem::ProblemType;
+
 use crate::problem;
 use crate::runtime::App;
 use crate::runtime::Limits;
@@ -316,13 +318,7 @@ pub async fn serve(
 
 /// Answers a connection over a cap with 503 problem+json and closes it.
 async fn refuse(mut stream: tokio::net::TcpStream, why: &'static str) {
-    let answer = problem::raw(
-        503,
-        "unavailable",
-        "Service Unavailable",
-        why,
-        Some(RETRY_AFTER_SECS),
-    );
+    let answer = problem::raw(ProblemType::Unavailable, why, Some(RETRY_AFTER_SECS));
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
         let _ = stream.write_all(&answer).await;
         let _ = stream.shutdown().await;

@@ -20,6 +20,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use toaster_core::problem::ProblemType;
+
 use crate::problem;
 
 /// Requests the service has been called for on one connection.
@@ -75,26 +77,22 @@ fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
     {
         return None;
     }
-    let (kind, title, detail) = match status {
+    let (kind, detail) = match status {
         "HTTP/1.1 414 URI Too Long" => (
-            "uri-too-long",
-            "URI Too Long",
+            ProblemType::UriTooLong,
             "the request target is longer than this server accepts",
         ),
         "HTTP/1.1 431 Request Header Fields Too Large" => (
-            "headers-too-large",
-            "Request Header Fields Too Large",
+            ProblemType::HeadersTooLarge,
             "the request's headers are larger than this server accepts",
         ),
         "HTTP/1.1 400 Bad Request" => (
-            "bad-request",
-            "Bad Request",
+            ProblemType::BadRequest,
             "the request is not well-formed HTTP/1.1",
         ),
         _ => return None,
     };
-    let code = status.get(9..12)?.parse().ok()?;
-    Some(problem::raw(code, kind, title, detail, None))
+    Some(problem::raw(kind, detail, None))
 }
 
 impl<S: AsyncWrite + Unpin> ConnIo<S> {
