@@ -85,7 +85,7 @@ pub enum ManifestKeyError {
 /// Signing runs inside the `ota` component, for each offer, in a fresh instance; so it
 /// uses ed25519-dalek, whose 32-bit backend is fast in wasm32 (ed25519-compact, which
 /// verifies, multiplies 64-bit limbs into 128-bit products that wasm32 emulates; see
-/// BENCHMARKS.md, "Measurements behind code choices").
+/// BENCHMARKS.md, "Measured choices in the code").
 pub struct ManifestSigner {
     key: ed25519_dalek::SigningKey,
 }
