@@ -14,79 +14,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use toaster_tests::{TestDb, target_dir, workspace_root as workspace};
 
 use jwt_simple::prelude::Ed25519KeyPair;
 use serde_json::Value;
 use toaster_core::token::{AccessClaims, TokenSigner};
-use toaster_setup::{database, keys, localpg};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
-        Some(p) if p.is_absolute() => p,
-        Some(p) => workspace().join(p),
-        None => workspace().join("target"),
-    }
-}
-
-/// An admin URL of a PostgreSQL server that answers (the end-to-end tests' rule).
-async fn admin_url() -> String {
-    if let Ok(url) = std::env::var("TOASTER_TEST_DATABASE_URL") {
-        return url;
-    }
-    let default = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".to_string();
-    if database::ping(&default).await.is_ok() {
-        return default;
-    }
-    let pg = localpg::LocalPostgres::builder(&target_dir().join("toaster-test-pg"))
-        .ephemeral(true)
-        .start()
-        .await
-        .expect("no PostgreSQL answers at 127.0.0.1:5432 and a throwaway one could not be started");
-    let url = pg.url("postgres");
-    // Left running for the other test binaries; scripts/test stops it.
-    std::mem::forget(pg);
-    url
-}
-
-/// A fresh, empty database (`toaster up` migrates it), dropped at the end.
-struct TestDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn new() -> TestDb {
-        let admin = admin_url().await;
-        let name = format!("toaster_test_{:016x}", rand::random::<u64>());
-        let url = database::create_database(&admin, &name)
-            .await
-            .expect("create the test database");
-        TestDb { admin, name, url }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                let _ = rt.block_on(database::drop_database(&admin, &name));
-            }
-        })
-        .join();
-    }
-}
+use toaster_setup::keys;
 
 /// `toaster up` on a free port, stopped (SIGTERM) when dropped.
 struct Server {
@@ -262,7 +195,7 @@ fn public_key_file(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_admin_drives_toaster_from_the_command_line() {
-    let db = TestDb::new().await;
+    let db = TestDb::empty().await;
     let token_key = keys::new_token_secret();
     let server = Server::start(&db.url, &token_key);
     let signer = TokenSigner::from_secret(&token_key).unwrap();
