@@ -55,7 +55,7 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> Error {
     Error::QueryFailed(QueryError::Text(text))
 }
 
-type Param = Box<dyn ToSql + Sync + Send>;
+pub(super) type Param = Box<dyn ToSql + Sync + Send>;
 
 pub(super) fn to_sql_params(params: Vec<ParameterValue>) -> Result<Vec<Param>, Error> {
     params

@@ -16,7 +16,7 @@ use futures::future::{BoxFuture, FutureExt};
 use postgres_types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::convert::{data_type, db_value, pg_error, to_sql_params};
+use super::convert::{Param, data_type, db_value, pg_error, to_sql_params};
 use super::{Client, ClientFactory, PgHost};
 use crate::bindings::postgres::{Column, Error, ParameterValue, RowSet};
 
@@ -227,10 +227,7 @@ impl Connection {
         let client = self.client()?;
         let stmt = client.prepare_cached(statement).await.map_err(pg_error)?;
         let params = to_sql_params(params)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
+        let refs = param_refs(&params);
         let rows = client.query(&stmt, &refs).await.map_err(pg_error)?;
         let columns: Vec<Column> = stmt
             .columns()
@@ -260,10 +257,15 @@ impl Connection {
         let client = self.client()?;
         let stmt = client.prepare_cached(statement).await.map_err(pg_error)?;
         let params = to_sql_params(params)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
+        let refs = param_refs(&params);
         client.execute(&stmt, &refs).await.map_err(pg_error)
     }
+}
+
+/// The parameters as tokio-postgres takes them.
+fn param_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
