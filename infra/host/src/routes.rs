@@ -1,32 +1,36 @@
-//! HTTP routing as Spin 4 does it (its router is the `routefinder` crate), for the
-//! routes this host supports: exact routes, and trailing wildcards `/prefix/...`
-//! (also written `/prefix/*`) which also match `/prefix` itself. The most specific
-//! route wins: an exact route over any wildcard, a longer wildcard prefix over a
-//! shorter one. As in Spin, leading and trailing slashes of the request path are
-//! ignored when matching (`/exact/` is `/exact`), and one trailing slash of a route
-//! is dropped (`/exact/` is `/exact`).
+//! HTTP routing as Spin 4 does it, with the matcher Spin itself uses (the
+//! `routefinder` crate, the version Spin 4.0.2 locks) and Spin's reading of a route:
 //!
-//! Spin also has `:name` parameters (one path segment, `.` ending it too; a route
-//! with parameters ranks below exact segments and above wildcards, segment by segment
-//! from the left). This host refuses them, and anything else it would match
-//! differently (docs/spin-differences.draft.md).
+//! - exact routes (`/exact`), single-segment parameters (`/devices/:id/state`, also
+//!   ended by a `.`: `/files/:name.:ext`), and trailing wildcards `/prefix/...` (also
+//!   written `/prefix/*`) which also match `/prefix` itself;
+//! - the most specific route wins, segment by segment from the left: an exact segment
+//!   over a parameter over a wildcard (`/devices/:id/state` beats `/devices/...` for
+//!   `/devices/7/state`; `/devices/special` beats both);
+//! - leading and trailing slashes of the request path are ignored when matching
+//!   (`/exact/` is `/exact`), and one trailing slash of a route is dropped.
+//!
+//! This host refuses, at start, routes Spin would accept but that are almost surely
+//! mistakes (a `...` or `*` that does not end the route, an empty segment, a route
+//! under Spin's reserved `/.well-known/spin/`) and duplicate routes (Spin keeps the
+//! last one): docs/spin-differences.md.
 //!
 //! Also builds the `spin-*` request headers components rely on (spin-sdk's Router
-//! reads `spin-path-info`).
+//! reads `spin-path-info`), with one `spin-path-match-<name>` header per parameter.
 
 use anyhow::{Context, bail};
 use http::{HeaderName, HeaderValue};
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Router {
-    /// Sorted most specific first, so the first match wins.
+    /// Spin's matcher; each handler is an index into `routes`.
+    finder: routefinder::Router<usize>,
     routes: Vec<Route>,
 }
 
 #[derive(Debug, Clone)]
 struct Route {
     raw: String,
-    pattern: Pattern,
     component: String,
     headers: RouteHeaders,
 }
@@ -42,20 +46,15 @@ struct RouteHeaders {
     component: HeaderValue,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
-    /// The path without leading or trailing slashes; empty for `/`.
-    Exact(String),
-    /// The prefix without leading slash and trailing `/...`; empty for the catch-all `/...`.
-    Wildcard(String),
-}
-
 /// What a request matched, and the values of the `spin-*` headers derived from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteMatch {
     pub component: String,
     /// The rest of the path after the component route: `spin-path-info`.
     pub path_info: String,
+    /// The values of the route's `:name` parameters, in route order:
+    /// `spin-path-match-<name>`.
+    pub params: Vec<(String, String)>,
     headers: RouteHeaders,
 }
 
@@ -80,15 +79,17 @@ impl RouteMatch {
 impl Router {
     pub fn new<'a>(routes: impl IntoIterator<Item = (&'a str, &'a str)>) -> anyhow::Result<Router> {
         let mut out: Vec<Route> = Vec::new();
+        let mut finder = routefinder::Router::new();
+        let mut specs: Vec<String> = Vec::new();
         for (raw, component) in routes {
-            let pattern = parse(raw).with_context(|| {
-                format!("[[trigger.http]] route {raw:?} (component {component:?})")
-            })?;
-            if let Some(dup) = out.iter().find(|r| r.pattern == pattern) {
+            let context = || format!("[[trigger.http]] route {raw:?} (component {component:?})");
+            let spec = spec(raw).with_context(context)?;
+            let normal = spec.to_string();
+            if let Some(dup) = specs.iter().position(|s| *s == normal) {
                 bail!(
                     "route {raw:?} (component {component:?}) duplicates route {:?} (component {:?})",
-                    dup.raw,
-                    dup.component
+                    out[dup].raw,
+                    out[dup].component
                 );
             }
             let header = |value: &str| {
@@ -97,6 +98,11 @@ impl Router {
             };
             let matched = raw.strip_suffix('/').unwrap_or(raw);
             let component_route = raw.strip_suffix("/...").unwrap_or(raw);
+            finder
+                .add(spec, out.len())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(context)?;
+            specs.push(normal);
             out.push(Route {
                 headers: RouteHeaders {
                     raw: header(raw)?,
@@ -104,47 +110,40 @@ impl Router {
                     component: header(component_route)?,
                 },
                 raw: raw.to_string(),
-                pattern,
                 component: component.to_string(),
             });
         }
-        out.sort_by_key(|r| match &r.pattern {
-            Pattern::Exact(p) => (0, usize::MAX - p.len()),
-            Pattern::Wildcard(p) => (1, usize::MAX - p.len()),
-        });
-        Ok(Router { routes: out })
+        Ok(Router {
+            finder,
+            routes: out,
+        })
     }
 
     pub fn route(&self, path: &str) -> Option<RouteMatch> {
-        // Spin's router ignores the path's leading and trailing slashes.
-        let trimmed = path.trim_start_matches('/').trim_end_matches('/');
-        self.routes.iter().find_map(|r| {
-            let path_info = match &r.pattern {
-                Pattern::Exact(p) if p == trimmed => String::new(),
-                Pattern::Exact(_) => return None,
-                Pattern::Wildcard(prefix) => {
-                    let rest = trimmed.strip_prefix(prefix.as_str())?;
-                    // The wildcard's capture: what follows the prefix and one `/`.
-                    let captured = if prefix.is_empty() || rest.is_empty() {
-                        rest
-                    } else {
-                        rest.strip_prefix('/')?
-                    };
-                    // Spin puts back the slashes its router dropped: one before a
-                    // non-empty capture, and one after if the path ended with one.
-                    match (captured.is_empty(), path.ends_with('/')) {
-                        (true, false) => String::new(),
-                        (true, true) => "/".to_string(),
-                        (false, false) => format!("/{captured}"),
-                        (false, true) => format!("/{captured}/"),
-                    }
-                }
-            };
-            Some(RouteMatch {
-                component: r.component.clone(),
-                path_info,
-                headers: r.headers.clone(),
-            })
+        let best = self.finder.best_match(path)?;
+        let route = &self.routes[*best.handler()];
+        let captures = best.captures();
+        // Spin puts back the slashes the matcher dropped around the wildcard's
+        // capture: one before a non-empty capture, and one after if the path ended
+        // with one (spin-routes' `trailing_wildcard`).
+        let path_info = match captures.wildcard() {
+            None => String::new(),
+            Some(captured) => match (captured.is_empty(), path.ends_with('/')) {
+                (true, false) => String::new(),
+                (true, true) => "/".to_string(),
+                (false, false) => format!("/{captured}"),
+                (false, true) => format!("/{captured}/"),
+            },
+        };
+        let params = captures
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        Some(RouteMatch {
+            component: route.component.clone(),
+            path_info,
+            params,
+            headers: route.headers.clone(),
         })
     }
 
@@ -156,42 +155,37 @@ impl Router {
 /// Routes under this prefix are answered by Spin itself and never reach a component.
 const SPIN_WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
 
-fn parse(raw: &str) -> anyhow::Result<Pattern> {
+/// The matcher's reading of `raw`, as Spin builds it: one trailing `/` dropped, then a
+/// trailing `/...` read as the wildcard `/*`; refused if it is one this host does not
+/// take (see the module comment).
+fn spec(raw: &str) -> anyhow::Result<routefinder::RouteSpec> {
     if !raw.starts_with('/') {
         bail!("a route must start with '/'");
     }
-    // Spin drops one trailing slash, then reads a trailing `/...` or `/*` as a wildcard.
     let route = raw.strip_suffix('/').unwrap_or(raw);
-    let (body, wildcard) = match route
-        .strip_suffix("/...")
-        .or_else(|| route.strip_suffix("/*"))
-    {
-        Some(prefix) => (prefix, true),
-        None => (route, false),
-    };
     if route.starts_with(SPIN_WELL_KNOWN_PREFIX) {
         bail!("routes under {SPIN_WELL_KNOWN_PREFIX} are reserved: Spin answers them itself");
     }
+    let (body, spec) = match route.strip_suffix("/...") {
+        Some(prefix) => (prefix, format!("{prefix}/*")),
+        None => (route.strip_suffix("/*").unwrap_or(route), route.to_string()),
+    };
     let body = body.trim_start_matches('/').trim_end_matches('/');
     if body.contains("...") {
         bail!("`...` may only end a route, as `/...`");
     }
     for segment in body.split(['/', '.']) {
-        if segment.starts_with(':') {
-            bail!("`:name` route parameters are not supported by the toaster host");
-        }
         if segment.starts_with('*') {
             bail!("a wildcard may only end a route, as `/...`");
+        }
+        if segment == ":" {
+            bail!("a route parameter needs a name: `:name`");
         }
     }
     if body.split('/').any(str::is_empty) && !body.is_empty() {
         bail!("a route must not contain an empty segment (`//`)");
     }
-    Ok(if wildcard {
-        Pattern::Wildcard(body.to_string())
-    } else {
-        Pattern::Exact(body.to_string())
-    })
+    spec.parse().map_err(|e: String| anyhow::anyhow!("{e}"))
 }
 
 /// The names of the `spin-*` headers, checked at compile time (a name made from a
@@ -211,15 +205,15 @@ pub mod spin_header {
 /// The `spin-*` headers for one request. Clients cannot set these: the server strips
 /// any incoming `spin-*` header before adding its own. A value that cannot be a header
 /// (a path with bytes a header may not carry) is left out, as before.
-pub fn spin_headers(
-    m: &RouteMatch,
+pub fn spin_headers<'m>(
+    m: &'m RouteMatch,
     full_url: &str,
     client_addr: std::net::SocketAddr,
-) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'm {
     let full_url = HeaderValue::from_str(full_url).ok();
     let path_info = HeaderValue::from_str(&m.path_info).ok();
     let client_addr = HeaderValue::from_str(&client_addr.to_string()).ok();
-    [
+    let fixed = [
         (spin_header::FULL_URL, full_url),
         (spin_header::PATH_INFO, path_info),
         (spin_header::MATCHED_ROUTE, Some(m.headers.matched.clone())),
@@ -233,9 +227,20 @@ pub fn spin_headers(
             Some(m.headers.component.clone()),
         ),
         (spin_header::CLIENT_ADDR, client_addr),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| Some((name, value?)))
+    ];
+    // Spin names them SPIN_PATH_MATCH_<NAME> and sends them lowercased with `-`.
+    let params = m.params.iter().map(|(name, value)| {
+        let name = format!("spin-path-match-{}", name.replace('_', "-")).to_ascii_lowercase();
+        (
+            HeaderName::from_bytes(name.as_bytes()).ok(),
+            HeaderValue::from_str(value).ok(),
+        )
+    });
+    fixed
+        .into_iter()
+        .map(|(name, value)| (Some(name), value))
+        .chain(params)
+        .filter_map(|(name, value)| Some((name?, value?)))
 }
 
 #[cfg(test)]
@@ -295,9 +300,7 @@ mod tests {
         assert!(Router::new([("/a", "x"), ("/a/", "y")]).is_err());
         for bad in [
             "a",
-            "/a/:id",
-            "/:id/...",
-            "/files/name.:ext",
+            "/a/:",
             "/a/*/b",
             "/a/*rest",
             "/a/.../b",
@@ -314,6 +317,72 @@ mod tests {
         assert_eq!(r.route("/a:b").unwrap().component, "x");
         assert_eq!(r.route("/c*d").unwrap().component, "y");
         assert_eq!(r.route("/.well-known/spin").unwrap().component, "z");
+    }
+
+    #[test]
+    fn parameters_rank_between_exact_segments_and_wildcards() {
+        let r = Router::new([
+            ("/v1/devices/...", "registry"),
+            ("/v1/devices/:id/state", "state"),
+            ("/v1/devices/:id/commands/...", "commands"),
+            ("/v1/devices/fleet", "fleet"),
+            ("/v1/:any/x", "any"),
+            ("/files/:name.:ext", "files"),
+        ])
+        .unwrap();
+        let c = |p: &str| r.route(p).map(|m| m.component);
+        // exact, then a parameter, then the wildcard, segment by segment from the left
+        assert_eq!(c("/v1/devices/fleet").as_deref(), Some("fleet"));
+        assert_eq!(c("/v1/devices/d7/state").as_deref(), Some("state"));
+        assert_eq!(c("/v1/devices/d7/state/").as_deref(), Some("state"));
+        assert_eq!(c("/v1/devices/d7/commands").as_deref(), Some("commands"));
+        assert_eq!(
+            c("/v1/devices/d7/commands/c1/cancel").as_deref(),
+            Some("commands")
+        );
+        assert_eq!(c("/v1/devices/d7").as_deref(), Some("registry"));
+        assert_eq!(c("/v1/devices/d7/key").as_deref(), Some("registry"));
+        assert_eq!(c("/v1/devices/d7/state/more").as_deref(), Some("registry"));
+        assert_eq!(c("/v1/devices").as_deref(), Some("registry"));
+        // `devices` is exact where `:any` is a parameter: the exact segment wins even
+        // though the wildcard route is shorter.
+        assert_eq!(c("/v1/devices/x").as_deref(), Some("registry"));
+        assert_eq!(c("/v1/things/x").as_deref(), Some("any"));
+        assert_eq!(c("/v1/things/y"), None);
+        assert_eq!(c("/files/a.txt").as_deref(), Some("files"));
+        assert_eq!(c("/files/a"), None);
+
+        let m = r.route("/v1/devices/d7/commands/c1").unwrap();
+        assert_eq!(m.params, [("id".to_string(), "d7".to_string())]);
+        assert_eq!(m.path_info, "/c1");
+        assert_eq!(m.component_route(), "/v1/devices/:id/commands");
+        let m = r.route("/files/a.txt").unwrap();
+        let params: Vec<_> = m
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(params, [("name", "a"), ("ext", "txt")]);
+        assert!(r.route("/v1/devices/d7").unwrap().params.is_empty());
+    }
+
+    #[test]
+    fn each_parameter_is_a_spin_path_match_header() {
+        let r = Router::new([("/v1/devices/:device_id/state", "state")]).unwrap();
+        let m = r.route("/v1/devices/sn-1/state").unwrap();
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let headers: Vec<_> = spin_headers(&m, "http://h/v1/devices/sn-1/state", addr).collect();
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("spin-path-match-device-id").unwrap(), "sn-1");
+        assert_eq!(
+            get("spin-matched-route").unwrap(),
+            "/v1/devices/:device_id/state"
+        );
+        assert_eq!(
+            get("spin-component-route").unwrap(),
+            "/v1/devices/:device_id/state"
+        );
+        assert_eq!(get("spin-path-info").unwrap(), "");
     }
 
     #[test]
