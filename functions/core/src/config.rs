@@ -167,6 +167,36 @@ pub const VARIABLES: &[Variable] = &[
         secret: false,
     },
     Variable {
+        name: "state_max_bytes",
+        kind: Kind::ByteSize,
+        default: Some("16384"),
+        secret: false,
+    },
+    Variable {
+        name: "state_max_depth",
+        kind: Kind::Count,
+        default: Some("8"),
+        secret: false,
+    },
+    Variable {
+        name: "state_max_keys",
+        kind: Kind::Count,
+        default: Some("256"),
+        secret: false,
+    },
+    Variable {
+        name: "command_queue_limit",
+        kind: Kind::Count,
+        default: Some("100"),
+        secret: false,
+    },
+    Variable {
+        name: "command_max_bytes",
+        kind: Kind::ByteSize,
+        default: Some("16384"),
+        secret: false,
+    },
+    Variable {
         name: "firmware_allowed_private",
         kind: Kind::PrivateDestinations,
         default: Some(""),

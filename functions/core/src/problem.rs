@@ -76,6 +76,8 @@ pub enum ProblemType {
     RequestTimeout,
     /// 409: the request conflicts with the current state.
     Conflict,
+    /// 412: the request's `If-Match` names a version that is no longer current.
+    PreconditionFailed,
     /// 413: the body is too large.
     PayloadTooLarge,
     /// 414: the request target is too long (the host).
@@ -98,7 +100,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every type, in status order.
-    pub const ALL: [ProblemType; 16] = [
+    pub const ALL: [ProblemType; 17] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -106,6 +108,7 @@ impl ProblemType {
         Self::MethodNotAllowed,
         Self::RequestTimeout,
         Self::Conflict,
+        Self::PreconditionFailed,
         Self::PayloadTooLarge,
         Self::UriTooLong,
         Self::UnsupportedMediaType,
@@ -127,6 +130,7 @@ impl ProblemType {
             Self::MethodNotAllowed => "method-not-allowed",
             Self::RequestTimeout => "request-timeout",
             Self::Conflict => "conflict",
+            Self::PreconditionFailed => "precondition-failed",
             Self::PayloadTooLarge => "payload-too-large",
             Self::UriTooLong => "uri-too-long",
             Self::UnsupportedMediaType => "unsupported-media-type",
@@ -149,6 +153,7 @@ impl ProblemType {
             Self::MethodNotAllowed => "Method Not Allowed",
             Self::RequestTimeout => "Request Timeout",
             Self::Conflict => "Conflict",
+            Self::PreconditionFailed => "Precondition Failed",
             Self::PayloadTooLarge => "Payload Too Large",
             Self::UriTooLong => "URI Too Long",
             Self::UnsupportedMediaType => "Unsupported Media Type",
@@ -171,6 +176,7 @@ impl ProblemType {
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::Conflict => 409,
+            Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
             Self::UriTooLong => 414,
             Self::UnsupportedMediaType => 415,
@@ -277,6 +283,11 @@ impl Problem {
     /// 409: the request conflicts with the current state, such as a duplicate id.
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::of(ProblemType::Conflict).with_detail(detail)
+    }
+
+    /// 412: `If-Match` named another version than the current one.
+    pub fn precondition_failed(detail: impl Into<String>) -> Self {
+        Self::of(ProblemType::PreconditionFailed).with_detail(detail)
     }
 
     /// 413: the body is larger than `limit_bytes`.

@@ -21,6 +21,23 @@ use thiserror::Error;
 /// The longest command name (`^[a-z][a-z0-9_.-]{0,63}$`).
 pub const MAX_NAME_LEN: usize = 64;
 
+/// A command's time to live when the send names none: an hour.
+pub const DEFAULT_TTL_SECS: u32 = 3_600;
+
+/// The longest time to live a send may ask for: 30 days.
+pub const MAX_TTL_SECS: u32 = 30 * 86_400;
+
+/// The time to live a send asked for (`None`: the default), or why it is refused.
+pub fn ttl_secs(asked: Option<u64>) -> Result<u32, String> {
+    match asked {
+        None => Ok(DEFAULT_TTL_SECS),
+        Some(secs) if (1..=u64::from(MAX_TTL_SECS)).contains(&secs) => Ok(secs as u32),
+        Some(_) => Err(format!(
+            "must be from 1 to {MAX_TTL_SECS} seconds (30 days)"
+        )),
+    }
+}
+
 /// A command's name, such as `reboot` or `light.set`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -71,6 +71,12 @@ pub fn check_patch(patch: &Value, limits: &Limits) -> Result<(), StateError> {
     check_value(patch, 1, limits)
 }
 
+/// Checks any JSON value (a command's parameters or output) against the depth and
+/// members limits; the value itself is depth 1.
+pub fn check_json(value: &Value, limits: &Limits) -> Result<(), StateError> {
+    check_value(value, 1, limits)
+}
+
 fn check_value(value: &Value, depth: usize, limits: &Limits) -> Result<(), StateError> {
     match value {
         Value::Object(map) => {
