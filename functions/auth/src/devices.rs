@@ -435,7 +435,8 @@ pub fn complete_rotation(
 /// `DELETE /v1/devices/{id}[?erase=true]`: decommissions the device (its keys are
 /// deleted, its tokens revoked, the `jti`s of its used assertions forgotten since it
 /// can never log in again; the row stays so the id is not reused). With `erase=true`
-/// its telemetry and every key-value entry go too.
+/// its telemetry, OTA progress, state documents, commands and every key-value entry
+/// go too.
 pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Admin])?;
     let tenant = caller.tenant()?;
@@ -485,6 +486,17 @@ pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
                 )?;
             }
             details["rollup_rows_erased"] = json!(rollups);
+            // Its state documents and commands (the control component's tables).
+            let state_rows = db.execute(
+                "DELETE FROM device_state WHERE tenant_id = $1 AND device_id = $2",
+                &params,
+            )?;
+            details["state_rows_erased"] = json!(state_rows);
+            let commands = db.execute(
+                "DELETE FROM commands WHERE tenant_id = $1 AND device_id = $2",
+                &params,
+            )?;
+            details["command_rows_erased"] = json!(commands);
         }
         let what = change.audit.unwrap_or("device.decommissioned");
         audit::record(db, tenant, &actor, what, device.as_str(), details)?;

@@ -13,6 +13,7 @@
 //! | `rate:{tenant}:{device}` | [`RateWindow`]: `{"window": u64, "count": u32}` | [`crate::auth`] | [`crate::auth`] |
 //! | `revoked:tenant:{tenant}`, `revoked:operator` | [`RevokedTokens`]: `{"ids": ["tok_…"], "checked_ms": i64}`, the revoked, unexpired admin tokens of a tenant (operator tokens) | `auth` after every revocation; [`crate::auth`] on a miss or an entry older than 30 s | [`crate::auth::authenticate`] (operator and admin tokens) |
 //! | `ota:{tenant}` | the tenant's active rollouts: `{"built_ms": i64, "rollouts": [{"id", "model", "channel", "versions", "percent": u8, "version"}]}` | `ota` (its check, on a miss or an entry older than 10 s; deleted after every committed rollout change) | `ota` (`GET /v1/ota/check`) |
+//! | `control:{tenant}:{device}` | [`ControlMarker`]: `{"state": {"desired": i64, "reported": i64, "checked_ms": i64}, "commands": {"seq": i64, "pending": bool, "checked_ms": i64}}`, what PostgreSQL last said about the device's state versions and whether it has pending commands | `control` after every committed write to the device's state or commands, and after a device's read that went to PostgreSQL (merged, never moved back: [`ControlMarker::merge`]) | `control` (a device's poll: 304 or an empty page without PostgreSQL) |
 //! | `fail:addr:{bucket}` | [`RateWindow`]: refused attempts at `POST /v1/provision` and `POST /v1/auth/token` from client addresses in one of 1,048,576 buckets (5 hex digits of SHA-256 of the address, or of an IPv6 client's `/64`: [`toaster_core::net::client_key`]) | [`crate::throttle`] | [`crate::throttle`] |
 //! | `fail:claim:{bucket}` | [`RateWindow`]: refused provisioning attempts with claim tokens in one of 65,536 buckets (4 hex digits of SHA-256 of the token) | [`crate::throttle`] | [`crate::throttle`] |
 //! | `fail:device:{bucket}` | [`RateWindow`]: refused logins naming a (tenant, device) in one of 65,536 buckets | [`crate::throttle`] | [`crate::throttle`] |
@@ -67,6 +68,11 @@ pub fn last_key(tenant: &TenantId, device: &DeviceId) -> String {
 /// `rate:{tenant}:{device}`: the device's current [`RateWindow`].
 pub fn rate_key(tenant: &TenantId, device: &DeviceId) -> String {
     format!("rate:{tenant}:{device}")
+}
+
+/// `control:{tenant}:{device}`: the device's [`ControlMarker`].
+pub fn control_key(tenant: &TenantId, device: &DeviceId) -> String {
+    format!("control:{tenant}:{device}")
 }
 
 /// Whose tokens a revocation list holds: one tenant's admin tokens, or the operators'.
@@ -135,11 +141,12 @@ fn bucket(parts: &[&str]) -> String {
 }
 
 /// Every key that holds state of one device: what erasure deletes.
-pub fn device_keys(tenant: &TenantId, device: &DeviceId) -> [String; 3] {
+pub fn device_keys(tenant: &TenantId, device: &DeviceId) -> [String; 4] {
     [
         device_key(tenant, device),
         last_key(tenant, device),
         rate_key(tenant, device),
+        control_key(tenant, device),
     ]
 }
 
@@ -201,6 +208,90 @@ impl From<toaster_core::telemetry::Value> for LastValue {
             toaster_core::telemetry::Value::Number(n) => LastValue::Number(n),
             toaster_core::telemetry::Value::Bool(b) => LastValue::Bool(b),
         }
+    }
+}
+
+/// `control:{tenant}:{device}`: what lets a device's poll be answered without
+/// PostgreSQL. Each part is what a statement saw, and when; a part older than
+/// [`CONTROL_MARK_MAX_AGE_MS`] is not trusted (the poll goes to PostgreSQL and
+/// refreshes it).
+///
+/// The store has no compare-and-swap, so writers read, [`merge`](Self::merge) and
+/// write: versions only grow, so a write that arrives late (a poll's read that
+/// started before an operator's change) cannot move a part back. What remains is two
+/// writes of one key interleaving between one's read and its write (microseconds);
+/// the age limit bounds what that can cost (docs/control.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ControlMarker {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateMark>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<CommandsMark>,
+}
+
+/// The versions of a device's `desired` and `reported` documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMark {
+    pub desired: i64,
+    pub reported: i64,
+    /// When a statement saw them (Unix ms).
+    pub checked_ms: i64,
+}
+
+/// Whether a device has commands to fetch, as of its newest command (`seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandsMark {
+    /// The largest `commands.seq` of the device (0 for none).
+    pub seq: i64,
+    pub pending: bool,
+    /// When a statement saw it (Unix ms).
+    pub checked_ms: i64,
+}
+
+/// A marker part older than this is not trusted.
+pub const CONTROL_MARK_MAX_AGE_MS: i64 = 120_000;
+
+impl ControlMarker {
+    /// `self` with what `newer` knows: per part, the later state wins. State versions
+    /// only grow, so each is the larger of the two. Commands: a larger `seq` is a
+    /// newer command; at the same `seq` a command can only stop being pending (a
+    /// result, a cancel, an expiry), never start again, so not pending wins.
+    pub fn merge(self, newer: ControlMarker) -> ControlMarker {
+        let state = match (self.state, newer.state) {
+            (Some(a), Some(b)) => Some(StateMark {
+                desired: a.desired.max(b.desired),
+                reported: a.reported.max(b.reported),
+                checked_ms: a.checked_ms.max(b.checked_ms),
+            }),
+            (a, b) => b.or(a),
+        };
+        let commands = match (self.commands, newer.commands) {
+            (Some(a), Some(b)) => Some(match a.seq.cmp(&b.seq) {
+                std::cmp::Ordering::Less => b,
+                std::cmp::Ordering::Greater => a,
+                std::cmp::Ordering::Equal => CommandsMark {
+                    seq: a.seq,
+                    pending: a.pending && b.pending,
+                    checked_ms: a.checked_ms.max(b.checked_ms),
+                },
+            }),
+            (a, b) => b.or(a),
+        };
+        ControlMarker { state, commands }
+    }
+
+    /// The state part, if it was seen less than [`CONTROL_MARK_MAX_AGE_MS`] before
+    /// `now_ms`.
+    pub fn fresh_state(&self, now_ms: i64) -> Option<StateMark> {
+        self.state
+            .filter(|s| now_ms.saturating_sub(s.checked_ms) < CONTROL_MARK_MAX_AGE_MS)
+    }
+
+    /// The commands part, if it was seen less than [`CONTROL_MARK_MAX_AGE_MS`]
+    /// before `now_ms`.
+    pub fn fresh_commands(&self, now_ms: i64) -> Option<CommandsMark> {
+        self.commands
+            .filter(|c| now_ms.saturating_sub(c.checked_ms) < CONTROL_MARK_MAX_AGE_MS)
     }
 }
 
@@ -269,6 +360,90 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn state(desired: i64, reported: i64, checked_ms: i64) -> ControlMarker {
+        ControlMarker {
+            state: Some(StateMark {
+                desired,
+                reported,
+                checked_ms,
+            }),
+            commands: None,
+        }
+    }
+
+    fn commands(seq: i64, pending: bool, checked_ms: i64) -> ControlMarker {
+        ControlMarker {
+            state: None,
+            commands: Some(CommandsMark {
+                seq,
+                pending,
+                checked_ms,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_late_write_never_moves_the_marker_back() {
+        // An operator's change (desired 5) lands, then a poll's read that began
+        // before it (desired 4) writes late: the marker keeps desired 5.
+        let merged = state(5, 2, 100).merge(state(4, 2, 90));
+        assert_eq!(merged.state.unwrap().desired, 5);
+        // Each version only grows: the device's own report raises `reported`.
+        let merged = state(5, 2, 100).merge(state(4, 3, 110));
+        assert_eq!(
+            merged.state,
+            Some(StateMark {
+                desired: 5,
+                reported: 3,
+                checked_ms: 110
+            })
+        );
+        // A newer command makes the device pending whatever arrives later about an
+        // older one; at the same newest command, "not pending" is the later news.
+        let merged = commands(7, true, 100).merge(commands(6, false, 120));
+        assert_eq!(
+            merged.commands.unwrap(),
+            CommandsMark {
+                seq: 7,
+                pending: true,
+                checked_ms: 100
+            }
+        );
+        let merged = commands(7, true, 100).merge(commands(7, false, 90));
+        assert!(!merged.commands.unwrap().pending);
+        let merged = commands(7, false, 100).merge(commands(7, true, 120));
+        assert!(!merged.commands.unwrap().pending);
+        // Parts are independent: a state write keeps what is known about commands.
+        let merged = commands(7, false, 100).merge(state(1, 0, 100));
+        assert!(merged.state.is_some() && merged.commands.is_some());
+    }
+
+    #[test]
+    fn old_marks_are_not_trusted() {
+        let marker = state(1, 1, 1_000).merge(commands(3, false, 1_000));
+        assert!(
+            marker
+                .fresh_state(1_000 + CONTROL_MARK_MAX_AGE_MS - 1)
+                .is_some()
+        );
+        assert!(
+            marker
+                .fresh_state(1_000 + CONTROL_MARK_MAX_AGE_MS)
+                .is_none()
+        );
+        assert!(
+            marker
+                .fresh_commands(1_000 + CONTROL_MARK_MAX_AGE_MS)
+                .is_none()
+        );
+        let json = serde_json::to_value(marker).unwrap();
+        assert_eq!(json["commands"]["seq"], 3);
+        assert_eq!(
+            serde_json::from_value::<ControlMarker>(json).unwrap(),
+            marker
+        );
+    }
+
     #[test]
     fn keys_follow_the_documented_names() {
         let t = TenantId::parse("acme").unwrap();
@@ -276,6 +451,8 @@ mod tests {
         assert_eq!(device_key(&t, &d), "device:acme:aa:bb:cc");
         assert_eq!(last_key(&t, &d), "last:acme:aa:bb:cc");
         assert_eq!(rate_key(&t, &d), "rate:acme:aa:bb:cc");
+        assert_eq!(control_key(&t, &d), "control:acme:aa:bb:cc");
+        assert!(device_keys(&t, &d).contains(&control_key(&t, &d)));
         assert_eq!(revoked_key(&TokenScope::Operator), "revoked:operator");
         let operator_tenant = TenantId::parse("operator").unwrap();
         assert_eq!(
