@@ -102,6 +102,11 @@ enum Command {
         /// How long to wait for a lock on telemetry before giving up until the next run.
         #[arg(long, default_value = "30s", value_parser = toaster_setup::duration::parse)]
         lock_timeout: Duration,
+        /// How long finished commands (succeeded, failed, rejected, expired, canceled)
+        /// are kept.
+        #[arg(long, env = "TOASTER_COMMAND_RETENTION", default_value = "30d",
+              value_parser = toaster_setup::duration::parse)]
+        command_retention: Duration,
     },
     /// The admin commands: clients of the HTTP API (docs/cli.md).
     #[command(flatten)]
@@ -180,10 +185,16 @@ fn main() -> ExitCode {
                 database_url,
                 tenant,
                 lock_timeout,
+                command_retention,
             } => {
                 let client = database::connect(&database_url).await?;
-                let report =
-                    toaster_cli::retention::run(&client, tenant.as_deref(), lock_timeout).await?;
+                let report = toaster_cli::retention::run(
+                    &client,
+                    tenant.as_deref(),
+                    lock_timeout,
+                    command_retention,
+                )
+                .await?;
                 println!("{report}");
                 Ok(())
             }
