@@ -115,7 +115,7 @@ impl Config {
         &self.base_url
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
 
@@ -437,7 +437,7 @@ impl Device {
     }
 
     /// A call with the device's access token, resent as the rules say.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         what: &'static str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,

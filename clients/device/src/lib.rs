@@ -17,6 +17,10 @@
 //!   and 503, no retry on a refusal that would repeat ([`RetryPolicy`], [`Error`]).
 //! - **OTA**: checks whose manifest signature is verified before anything else
 //!   ([`Device::check_update`]), and progress reports.
+//! - **State and commands**: the desired state and what is left to do
+//!   ([`Device::state`], polled cheaply with its tag), reported state
+//!   ([`Device::report_state`]), and commands run by a handler whose results are
+//!   posted ([`Device::run_commands`], [`Device::command_loop`]).
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -54,6 +58,7 @@
 // Functions stay under 100 lines (clippy.toml); tests may run longer.
 #![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
+mod control;
 mod device;
 mod error;
 mod key;
@@ -62,6 +67,7 @@ mod retry;
 mod telemetry;
 mod transport;
 
+pub use control::{COMMAND_PAGE, Command, CommandOutcome, DeviceState};
 pub use device::{Config, Device, Identity, RefreshPolicy, Stats};
 pub use error::{Error, FieldError, FlushError, Problem, Transient};
 pub use key::{AssertionClaims, DeviceKey, KeyAlgorithm, KeyError, MAX_ASSERTION_LIFETIME};

@@ -96,7 +96,8 @@ impl Http {
         };
         match answer {
             Ok(answer) => match answer.status {
-                200..=299 => Step::Done(answer),
+                // 304: a conditional read found nothing new (the state poll).
+                200..=299 | 304 => Step::Done(answer),
                 401 => Step::Unauthorized(answer),
                 408 | 429 | 500 | 502 | 503 | 504 => {
                     match answer.status {

@@ -1,4 +1,4 @@
-//! The device library against the real app: the four components in the real host,
+//! The device library against the real app: its components in the real host,
 //! a fresh PostgreSQL database per test. Faults (lost answers, 503s) come from a
 //! small proxy between the library and the host (`support::Proxy`); rate limiting is
 //! the app's own, with a tight `device_rate_limit`.
@@ -451,4 +451,98 @@ async fn a_revoked_token_is_replaced_by_a_new_login() {
     );
     assert_eq!(device.stats().relogins, 1);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_follows_its_desired_state_and_answers_commands() {
+    let app = TestApp::start().await;
+    let (admin, claim) = tenant_with_claim(&app, "acme").await;
+    let device = provision(&app.host.base, &claim, "lamp-7").await;
+    let http = app.http();
+
+    // Nothing desired yet: the state is empty, and a poll with its tag is "unchanged".
+    let first = device.state(None).await.unwrap().expect("a first read");
+    assert!(first.desired.is_empty() && first.delta.is_empty());
+    let tag = first.etag.clone().expect("an ETag");
+    assert_eq!(device.state(Some(&tag)).await.unwrap(), None);
+
+    // The operator turns it off and sends a command.
+    let patched = http
+        .patch(app.url("/v1/devices/lamp-7/state/desired"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"power": "off", "level": 0}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let sent: Value = http
+        .post(app.url("/v1/devices/lamp-7/commands"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "blink", "parameters": {"times": 2}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // The device sees the change on its next poll, does it and reports it.
+    let state = device.state(Some(&tag)).await.unwrap().expect("changed");
+    assert_eq!(
+        state.delta,
+        *json!({"power": "off", "level": 0}).as_object().unwrap()
+    );
+    let after = device
+        .report_state(&Value::Object(state.delta.clone()))
+        .await
+        .unwrap();
+    assert!(after.delta.is_empty());
+    assert_eq!(after.reported_version, 1);
+
+    // The command loop hands the command to the handler and posts its outcome.
+    let handled = device
+        .run_commands(|command| async move {
+            assert_eq!(command.name, "blink");
+            toaster_device::CommandOutcome::Succeeded(Some(
+                json!({"blinked": command.parameters["times"]}),
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(handled, 1);
+    assert_eq!(
+        device
+            .run_commands(|_| async { unreachable!("no more commands") })
+            .await
+            .unwrap(),
+        0
+    );
+
+    // The operator sees both.
+    let command: Value = http
+        .get(app.url(&format!(
+            "/v1/devices/lamp-7/commands/{}",
+            sent["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(command["status"], "succeeded");
+    assert_eq!(command["output"], json!({"blinked": 2}));
+    let state: Value = http
+        .get(app.url("/v1/devices/lamp-7/state"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["reported"], json!({"power": "off", "level": 0}));
+    assert_eq!(state["delta"], json!({}));
 }
