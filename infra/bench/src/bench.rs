@@ -31,6 +31,7 @@ use toaster_setup::{database, localpg};
 
 pub mod aggregate;
 pub mod app;
+pub mod control;
 pub mod hardening;
 pub mod host;
 pub mod load;
@@ -56,7 +57,15 @@ pub use report::{machine, write_sections};
 use server::{ServeSpec, ServerProcess};
 
 /// Every scenario, in the order `toaster bench` runs them.
-pub const SCENARIOS: [&str; 6] = ["host", "auth", "ota", "ingest", "aggregate", "soak"];
+pub const SCENARIOS: [&str; 7] = [
+    "host",
+    "auth",
+    "ota",
+    "control",
+    "ingest",
+    "aggregate",
+    "soak",
+];
 /// Scenarios run only when asked for: `spin` needs a Spin binary (`--spin-bin`);
 /// `hardening` idles a minute to see memory come back.
 pub const OPTIONAL_SCENARIOS: [&str; 2] = ["spin", "hardening"];
@@ -74,7 +83,7 @@ pub struct BenchArgs {
     /// Seconds (or e.g. 10s) per measurement point.
     #[arg(long, default_value = "5s", value_parser = toaster_setup::duration::parse)]
     pub duration: Duration,
-    /// Scenarios to run: host, auth, ota, ingest, aggregate, soak (repeatable; default
+    /// Scenarios to run: host, auth, ota, control, ingest, aggregate, soak (repeatable; default
     /// all of these), spin (the same app on our host and on Spin; needs --spin-bin),
     /// hardening (the host under a stalled-body attack; memory after a burst).
     #[arg(long = "scenario")]
@@ -353,6 +362,14 @@ async fn app_scenarios(
         let mut body = ota::ota_check(app, &opts.workspace, d).await?;
         body.push_str(&host_peak_note(app.peak_rss()));
         report.add("ota", body, started);
+    }
+    if wants("control") {
+        eprintln!("bench control: a device's poll with nothing new vs auth/me");
+        let started = Instant::now();
+        app.fresh_server().await?;
+        let mut body = control::control_poll(app, d).await?;
+        body.push_str(&host_peak_note(app.peak_rss()));
+        report.add("control", body, started);
     }
     if wants("aggregate") {
         eprintln!("bench aggregate: loading 10.8M readings, then 30-day 1h queries vs raw SQL");

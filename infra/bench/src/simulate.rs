@@ -1,8 +1,10 @@
 //! `toaster simulate`: a fleet of simulated devices against a running Toaster, built
 //! on the device library (`toaster-device`) so the load behaves like real devices:
 //! each provisions itself with a claim token (keys made in memory), logs in with a
-//! signed assertion, posts telemetry in batches with the library's retry rules, and
-//! checks for firmware at an interval, verifying and reporting what it is offered.
+//! signed assertion, posts telemetry in batches with the library's retry rules,
+//! checks for firmware at an interval, verifying and reporting what it is offered, and
+//! (with `--control-interval`) follows its desired state and answers its commands
+//! ([`control`]).
 //!
 //! Load goes to loopback only (127.0.0.0/8, ::1, `localhost`) unless
 //! `--allow-remote` says otherwise: pointing a load generator at a shared or
@@ -21,8 +23,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use toaster_device::{Config, Device, DeviceKey, RetryPolicy};
 use tokio::sync::watch;
 
+mod control;
 mod devices;
 mod summary;
+
+pub use control::{BulkSummary, ControlSummary};
 
 use devices::{Live, Pacer, SimDevice, Tally, claim_token, worker};
 pub use summary::{ClientCounters, Errors, Latency, Ota, Provisioning, Summary, Telemetry};
@@ -75,6 +80,19 @@ pub struct SimulateArgs {
     /// The firmware version the devices start with.
     #[arg(long, default_value = "1.0.0")]
     pub firmware_version: String,
+    /// How often each device reads its state and fetches its commands (e.g. 1s);
+    /// never without it.
+    #[arg(long, value_parser = toaster_setup::duration::parse)]
+    pub control_interval: Option<Duration>,
+    /// Commands to send to the devices over the run (needs --control-interval and an
+    /// admin or operator token): their round trips are measured.
+    #[arg(long, default_value_t = 0, requires = "control_interval")]
+    pub commands: usize,
+    /// Half-way through, set one desired value on the whole run's fleet and measure
+    /// how long the devices take to report it (needs --control-interval and an admin or
+    /// operator token).
+    #[arg(long, requires = "control_interval")]
+    pub bulk_change: bool,
     /// Attempts per request, the first included (the library retries the rest).
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
@@ -145,13 +163,39 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
     check_args(args)?;
     let concurrency = args.concurrency.min(args.devices);
     let (config, http) = device_config(args, concurrency)?;
-    let claim = claim_token(args, &http, config.base_url()).await?;
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let run_tag = format!("sim-run-{run_id}");
+    let (claim, admin) = claim_token(args, &http, config.base_url(), &run_tag).await?;
+    if (args.commands > 0 || args.bulk_change) && admin.is_none() {
+        bail!(
+            "--commands and --bulk-change play the operator: pass --admin-token or --operator-token with --tenant"
+        );
+    }
     let show = std::io::stdout().is_terminal();
     let (fleet, provisioning, mut errors) =
-        provision(args, &config, &claim, concurrency, show).await?;
+        provision(args, &config, &claim, &run_id, concurrency, show).await?;
 
     let concurrency = concurrency.min(fleet.len());
+    let talk_back = args.control_interval.map(|every| {
+        let operator = admin.map(|admin| control::Operator {
+            http: http.clone(),
+            base: config.base_url().to_owned(),
+            admin,
+            devices: fleet
+                .iter()
+                .map(|d| d.identity().device_id.clone())
+                .collect(),
+            commands: args.commands,
+            bulk_tag: args.bulk_change.then(|| run_tag.clone()),
+            duration: args.duration,
+        });
+        start_control(&fleet, every, operator)
+    });
     let (tally, seconds) = run_telemetry(args, &fleet, concurrency, show).await?;
+    let control = match talk_back {
+        Some(running) => Some(running.finish().await?),
+        None => None,
+    };
     for (key, n) in tally.errors {
         *errors.entry(key).or_default() += n;
     }
@@ -171,6 +215,7 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
         provisioning,
         telemetry,
         ota,
+        control,
         client: client_counters(&fleet),
         errors: Errors {
             total: errors.values().sum(),
@@ -233,11 +278,11 @@ async fn provision(
     args: &SimulateArgs,
     config: &Config,
     claim: &str,
+    run_id: &str,
     concurrency: usize,
     show: bool,
 ) -> anyhow::Result<(Vec<Device>, Provisioning, BTreeMap<String, u64>)> {
     let bar = progress(show, args.devices as u64, "provisioning");
-    let run_id = format!("{:08x}", rand::random::<u32>());
     let started = Instant::now();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut fleet = Vec::with_capacity(args.devices);
@@ -346,6 +391,63 @@ async fn run_telemetry(
     drop(stop_tx);
     bar.finish_and_clear();
     Ok((tally, seconds))
+}
+
+/// The devices' control loops and the operator task, running beside telemetry.
+struct Talking {
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    operator: Option<tokio::task::JoinHandle<Option<(u64, Duration)>>>,
+    shared: Arc<control::Shared>,
+    stop: watch::Sender<bool>,
+}
+
+/// Starts one control loop per device (their first polls spread over the first
+/// interval) and the operator task.
+fn start_control(
+    fleet: &[Device],
+    every: Duration,
+    operator: Option<control::Operator>,
+) -> Talking {
+    let shared = Arc::new(control::Shared::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let now = tokio::time::Instant::now();
+    let fleet_size = fleet.len().max(1) as f64;
+    let loops = fleet
+        .iter()
+        .enumerate()
+        .map(|(i, device)| {
+            let first = now + every.mul_f64(i as f64 / fleet_size);
+            tokio::spawn(control::device_loop(
+                device.clone(),
+                every,
+                first,
+                shared.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    let operator = operator.map(|o| tokio::spawn(o.run(shared.clone())));
+    Talking {
+        loops,
+        operator,
+        shared,
+        stop,
+    }
+}
+
+impl Talking {
+    /// Stops the loops (after the operator's part) and summarizes.
+    async fn finish(self) -> anyhow::Result<ControlSummary> {
+        let bulk = match self.operator {
+            Some(task) => task.await.context("the operator task panicked")?,
+            None => None,
+        };
+        let _ = self.stop.send(true);
+        for task in self.loops {
+            task.await.context("a control loop panicked")?;
+        }
+        Ok(control::summarize(&self.shared, bulk))
+    }
 }
 
 /// The fleet dealt out to `concurrency` workers, each device with its first check

@@ -179,14 +179,16 @@ pub(super) async fn check(sim: &mut SimDevice, tally: &mut Tally, live: &Live) {
     }
 }
 
-/// The claim token to provision with: given, or created for the run.
+/// The claim token to provision with (given, or created for the run with the tags
+/// `simulated` and `run_tag`), and the admin token if the run has one.
 pub(super) async fn claim_token(
     args: &SimulateArgs,
     http: &reqwest::Client,
     base: &str,
-) -> anyhow::Result<String> {
+    run_tag: &str,
+) -> anyhow::Result<(String, Option<String>)> {
     if let Some(claim) = &args.claim_token {
-        return Ok(claim.clone());
+        return Ok((claim.clone(), None));
     }
     let admin = match (&args.admin_token, &args.operator_token, &args.tenant) {
         (Some(admin), _, _) => admin.clone(),
@@ -199,16 +201,17 @@ pub(super) async fn claim_token(
         "model": args.model,
         "quota": args.devices,
         "expires_in_secs": 86_400,
-        "tags": ["simulated"],
+        "tags": ["simulated", run_tag],
     });
     let (status, answer) = post(http, &format!("{base}/v1/claims"), &admin, &body).await?;
     if status != 201 {
         bail!("creating a claim token: {status} {answer}");
     }
-    answer["claim_token"]
+    let claim = answer["claim_token"]
         .as_str()
         .map(str::to_owned)
-        .context("the claim answer has no claim_token")
+        .context("the claim answer has no claim_token")?;
+    Ok((claim, Some(admin)))
 }
 
 /// Creates `tenant` unless it exists, and an admin token for the run.

@@ -108,6 +108,8 @@ pub struct Summary {
     pub provisioning: Provisioning,
     pub telemetry: Telemetry,
     pub ota: Ota,
+    /// `--control-interval`: state polls, reports, commands.
+    pub control: Option<super::ControlSummary>,
     pub client: ClientCounters,
     pub errors: Errors,
 }
@@ -171,6 +173,28 @@ pub(super) fn print_summary(s: &Summary) {
             s.ota.reports,
             latency(&s.ota.latency)
         );
+    }
+    if let Some(c) = &s.control {
+        println!(
+            "  state:        {} polls ({} unchanged), {} reports; {}",
+            c.polls,
+            c.unchanged,
+            c.reports,
+            latency(&c.poll_latency)
+        );
+        println!(
+            "  commands:     {} sent, {} handled, {} failed calls; round trip {}",
+            c.commands_sent,
+            c.commands_handled,
+            c.failed,
+            latency(&c.command_round_trip)
+        );
+        if let Some(b) = &c.bulk {
+            println!(
+                "  bulk change:  {} devices written in {:.0} ms; {} reported it, the last after {:.0} ms",
+                b.devices, b.write_ms, b.converged, b.convergence_ms
+            );
+        }
     }
     println!(
         "  client:       {} requests, {} logins, {} retries ({} rate limited, {} unavailable, {} without answer)",

@@ -1,0 +1,175 @@
+//! Scenario `control` (issue 24): a device's poll when nothing changed, for a fleet
+//! of 10,000 devices, against `GET /v1/auth/me` with the same device tokens in the
+//! same run (the platform's share of every device request: token, revocation entry,
+//! rate window). Target: each poll at least 0.9 × `auth/me`.
+//!
+//! The fleet: 10,000 devices of model `bench-control` in the app's tenant, inserted
+//! with SQL, with one desired change written to all of them by one fleet write (whose
+//! time is reported). Every device then reads its state and fetches its commands once
+//! (as a polling fleet does), which leaves its key-value marker; the measured polls
+//! are `GET /v1/device/state` with `If-None-Match` (304) and `GET /v1/device/commands`
+//! (an empty page), round robin over the fleet, neither touching PostgreSQL.
+//!
+//! Command round trips and a fleet's convergence after a fleet write are measured by
+//! `toaster simulate --control-interval 1s --commands N --bulk-change`
+//! (BENCHMARKS.md, "Control").
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::Full;
+use toaster_core::ids::{DeviceId, TenantId};
+use toaster_core::token::AccessClaims;
+
+use super::app::AppUnderTest;
+use super::{Measurement, load_expecting, load_with};
+use toaster_setup::database;
+
+const DEVICES: usize = 10_000;
+const MODEL: &str = "bench-control";
+const CONNECTIONS: usize = 16;
+/// Every device's state tag after the one fleet write.
+const TAG: &str = "\"d1.r0\"";
+
+/// Runs the scenario; the markdown section for BENCHMARKS.md.
+pub async fn control_poll(app: &AppUnderTest, duration: Duration) -> anyhow::Result<String> {
+    let tokens = fleet(app).await?;
+    let admin = app.admin_token()?;
+    let started = Instant::now();
+    let written = app
+        .call(
+            "PATCH",
+            &format!("/v1/fleet/state/desired?model={MODEL}"),
+            &admin,
+            serde_json::json!({"setpoint": 21.5, "mode": "eco"}),
+        )
+        .await?;
+    let bulk = started.elapsed();
+    anyhow::ensure!(
+        written["devices"] == DEVICES,
+        "the fleet write reached {} devices",
+        written["devices"]
+    );
+
+    // Warm: every device polls once the long way (PostgreSQL), which leaves its
+    // marker, as a fleet polling every few seconds keeps it.
+    for path in ["/v1/device/state", "/v1/device/commands"] {
+        let next = Arc::new(AtomicU64::new(0));
+        while next.load(Ordering::Relaxed) < DEVICES as u64 {
+            load_with(
+                app.endpoint(),
+                CONNECTIONS,
+                Duration::from_secs(1),
+                poll(tokens.clone(), next.clone(), path, None),
+            )
+            .await?;
+        }
+    }
+    let me = load_with(
+        app.endpoint(),
+        CONNECTIONS,
+        duration,
+        poll(tokens.clone(), Arc::default(), "/v1/auth/me", None),
+    )
+    .await?;
+    let state = load_expecting(
+        app.endpoint(),
+        CONNECTIONS,
+        duration,
+        poll(
+            tokens.clone(),
+            Arc::default(),
+            "/v1/device/state",
+            Some(TAG),
+        ),
+        |status| status == http::StatusCode::NOT_MODIFIED,
+    )
+    .await?;
+    let commands = load_with(
+        app.endpoint(),
+        CONNECTIONS,
+        duration,
+        poll(tokens.clone(), Arc::default(), "/v1/device/commands", None),
+    )
+    .await?;
+    Ok(table(&me, &state, &commands, bulk))
+}
+
+/// The fleet, and a device token for each (as `Bearer …`).
+async fn fleet(app: &AppUnderTest) -> anyhow::Result<Arc<Vec<String>>> {
+    let ids: Vec<String> = (0..DEVICES).map(|i| format!("ctl-{i:05}")).collect();
+    let client = database::connect(&app.db_url).await?;
+    client
+        .execute(
+            "INSERT INTO devices (tenant_id, device_id, model, channel) \
+             SELECT $1, id, $3, 'stable' FROM unnest($2::text[]) AS id",
+            &[&app.tenant, &ids, &MODEL],
+        )
+        .await
+        .context("inserting the fleet")?;
+    let tenant = TenantId::parse(&app.tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut tokens = Vec::with_capacity(DEVICES);
+    for id in &ids {
+        let device = DeviceId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let token = app.signer.mint(
+            &AccessClaims::device(tenant.clone(), &device, 1),
+            Duration::from_secs(3600),
+        )?;
+        tokens.push(format!("Bearer {token}"));
+    }
+    Ok(Arc::new(tokens))
+}
+
+/// `GET path` round robin over the fleet (counted in `next`), with `If-None-Match`.
+fn poll(
+    tokens: Arc<Vec<String>>,
+    next: Arc<AtomicU64>,
+    path: &'static str,
+    tag: Option<&'static str>,
+) -> super::RequestFactory {
+    Arc::new(move |_: usize, _: u64| {
+        let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut request = http::Request::get(path)
+            .header(http::header::HOST, "127.0.0.1")
+            .header("authorization", tokens[n % tokens.len()].as_str());
+        if let Some(tag) = tag {
+            request = request.header("if-none-match", tag);
+        }
+        request.body(Full::new(Bytes::new())).expect("request")
+    })
+}
+
+/// The section: each poll against `auth/me`.
+fn table(me: &Measurement, state: &Measurement, commands: &Measurement, bulk: Duration) -> String {
+    let row = |label: &str, m: &Measurement| {
+        format!(
+            "| {label} | {} | {:.0} | {:.2} | {} µs | {} µs | {} | {} |\n",
+            m.connections,
+            m.rps(),
+            m.rps() / me.rps().max(f64::MIN_POSITIVE),
+            m.p50_us,
+            m.p99_us,
+            m.errors,
+            m.cpu.cell()
+        )
+    };
+    let mut table = String::from(
+        "| | connections | requests/s | × auth/me | p50 | p99 | errors | CPU % gen / server / other |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    table.push_str(&row("device token check only (`GET /v1/auth/me`)", me));
+    table.push_str(&row(
+        "state poll, nothing new (`GET /v1/device/state`, `If-None-Match` → 304)",
+        state,
+    ));
+    table.push_str(&row(
+        "command poll, nothing pending (`GET /v1/device/commands` → empty page)",
+        commands,
+    ));
+    format!(
+        "A device's poll when nothing changed, for {DEVICES} devices (round robin over pre-minted device tokens), against `GET /v1/auth/me` with the same tokens in the same run. Each device polled once the long way first (its key-value marker written), so the measured polls are answered from the key-value store. Target: at least 0.9 × auth/me. The fleet write that set one desired change on all {DEVICES} devices (`PATCH /v1/fleet/state/desired?model=…`, one statement, then a marker per device) took {:.0} ms.\n\n{table}",
+        bulk.as_secs_f64() * 1000.0
+    )
+}
