@@ -437,7 +437,7 @@ pub async fn serve_app(
     }
 }
 
-/// The real application (the workspace's spin.toml and its four components) served
+/// The real application (the workspace's spin.toml and its components) served
 /// against a fresh database, with signing keys generated for the test.
 pub struct TestApp {
     pub host: TestHost,

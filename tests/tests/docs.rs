@@ -82,6 +82,7 @@ doc_tests! {
     readme => "README.md",
     identity => "docs/identity.md",
     ota => "docs/ota.md",
+    control => "docs/control.md",
     aggregation => "docs/aggregation.md",
     simulate => "docs/simulate.md",
     cli => "docs/cli.md",

@@ -956,7 +956,7 @@ async fn a_component_that_fails_to_compile_is_named_at_start() {
 #[test]
 fn app_components_import_only_the_platform_contract() {
     let rt = toaster_tests::runtime();
-    for name in ["auth", "ingest", "ota", "aggregate"] {
+    for name in ["auth", "ingest", "ota", "aggregate", "control"] {
         let (imports, exports) =
             toaster_host::runtime::component_interfaces(rt, &toaster_tests::wasm(name)).unwrap();
         for i in &imports {

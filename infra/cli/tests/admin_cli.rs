@@ -30,7 +30,7 @@ struct Server {
 
 impl Server {
     fn start(db_url: &str, token_key: &str) -> Server {
-        for c in ["auth", "ingest", "ota", "aggregate"] {
+        for c in ["auth", "ingest", "ota", "aggregate", "control"] {
             let wasm = target_dir().join(format!("wasm32-wasip2/release/{c}.wasm"));
             assert!(
                 wasm.exists(),

@@ -595,7 +595,7 @@ fn window_left(window_secs: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_toaster_processes_on_one_redis_share_revocations_rate_limits_and_caches() {
-    for c in ["auth", "ingest", "ota", "aggregate"] {
+    for c in ["auth", "ingest", "ota", "aggregate", "control"] {
         let wasm = target_dir().join(format!("wasm32-wasip2/release/{c}.wasm"));
         assert!(
             wasm.exists(),

@@ -39,7 +39,7 @@ fn state_dir() -> tempfile::TempDir {
 #[test]
 fn toaster_up_starts_postgres_migrates_serves_and_stops() {
     let manifest = workspace().join("spin.toml");
-    for c in ["auth", "ingest", "ota", "aggregate"] {
+    for c in ["auth", "ingest", "ota", "aggregate", "control"] {
         let wasm = workspace().join(format!("target/wasm32-wasip2/release/{c}.wasm"));
         assert!(
             wasm.exists(),
