@@ -36,14 +36,14 @@ mod selector;
 mod state;
 mod views;
 
-use rand::TryRngCore;
-use rand::rngs::OsRng;
 use spin_sdk::http::{IncomingRequest, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::problem::Problem;
 use toaster_platform::auth::Caller;
-use toaster_platform::{respond, router, serve};
+use toaster_platform::{router, serve};
+// Ids made and recognised the same way in every component (`crate::new_id`).
+pub(crate) use toaster_platform::random::{is_id, new_id};
 
 use crate::state::Side;
 
@@ -80,24 +80,6 @@ fn route(req: &Request) -> Response {
             Some(on.post(|| inbox::result(req, command)))
         }
         _ => None,
-    })
-}
-
-/// `prefix` and 16 hex digits from the host's CSPRNG: `cmd_…`, `cb_…`.
-fn new_id(prefix: &str) -> Result<String, Problem> {
-    let mut bytes = [0u8; 8];
-    OsRng.try_fill_bytes(&mut bytes).map_err(|e| {
-        eprintln!("control: the random source failed: {e}");
-        respond::internal()
-    })?;
-    Ok(format!("{prefix}{}", hex::encode(bytes)))
-}
-
-/// Whether `raw` has the shape of an id made by [`new_id`] with `prefix`. Anything else
-/// names nothing (404), and is never sent to the database.
-fn is_id(prefix: &str, raw: &str) -> bool {
-    raw.strip_prefix(prefix).is_some_and(|hex| {
-        hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     })
 }
 

@@ -26,13 +26,12 @@ mod firmware;
 mod report;
 mod rollouts;
 
-use rand::TryRngCore;
-use rand::rngs::OsRng;
 use spin_sdk::http::{IncomingRequest, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use toaster_core::ota::RolloutAction;
-use toaster_core::problem::Problem;
-use toaster_platform::{respond, router, serve};
+use toaster_platform::{router, serve};
+// Ids made and recognised the same way in every component (`crate::new_id`).
+pub(crate) use toaster_platform::random::{is_id, new_id};
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
@@ -60,23 +59,5 @@ fn route(req: &Request) -> Response {
             Some(on.post(|| rollouts::act(req, id, action)))
         }
         _ => None,
-    })
-}
-
-/// `prefix` and 16 hex digits from the host's CSPRNG: `fw_…`, `ro_…`.
-fn new_id(prefix: &str) -> Result<String, Problem> {
-    let mut bytes = [0u8; 8];
-    OsRng.try_fill_bytes(&mut bytes).map_err(|e| {
-        eprintln!("ota: the random source failed: {e}");
-        respond::internal()
-    })?;
-    Ok(format!("{prefix}{}", hex::encode(bytes)))
-}
-
-/// Whether `raw` has the shape of an id made by [`new_id`] with `prefix`. Anything else
-/// names nothing (404), and is never sent to the database.
-fn is_id(prefix: &str, raw: &str) -> bool {
-    raw.strip_prefix(prefix).is_some_and(|hex| {
-        hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     })
 }

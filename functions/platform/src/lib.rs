@@ -18,7 +18,8 @@
 //! - [`kv`]: every key-value key and the shape of its value;
 //! - [`throttle`]: the budgets of refused attempts at the endpoints without a token,
 //!   per client address and per claim token or device;
-//! - [`time`]: the clock and RFC 3339 output.
+//! - [`time`]: the clock and RFC 3339 output;
+//! - [`random`]: identifiers from the host's CSPRNG (`cmd_…`, `ro_…`).
 //!
 //! A handler reads: `authenticate` → `body::json` → `core` → `db`/`kv` → `respond`,
 //! returning `Result<Response, Problem>`; the entry point hands the request to
@@ -34,6 +35,7 @@ pub mod config;
 pub mod db;
 pub mod kv;
 pub mod query;
+pub mod random;
 pub mod respond;
 pub mod router;
 pub mod serve;
