@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 
 use crate::device::Device;
 use crate::error::Error;
+use crate::transport::Answer;
 
 /// A device's state as the server holds it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -73,6 +74,15 @@ impl CommandOutcome {
     }
 }
 
+/// The answer's `ETag`.
+fn etag(answer: &Answer) -> Option<String> {
+    answer
+        .headers
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// The most commands one fetch asks for.
 pub const COMMAND_PAGE: u32 = 20;
 
@@ -95,11 +105,7 @@ impl Device {
             return Ok(None);
         }
         let mut state: DeviceState = answer.json(WHAT)?;
-        state.etag = answer
-            .headers
-            .get(ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        state.etag = etag(&answer);
         Ok(Some(state))
     }
 
@@ -118,11 +124,7 @@ impl Device {
             })
             .await?;
         let mut state: DeviceState = answer.json(WHAT)?;
-        state.etag = answer
-            .headers
-            .get(ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        state.etag = etag(&answer);
         Ok(state)
     }
 
