@@ -176,6 +176,40 @@ impl AppUnderTest {
         )?)
     }
 
+    /// Inserts `count` active devices of `model` (ids `{prefix}-00000`, …) into the
+    /// app's tenant with SQL; a device token for each (`Bearer …`), and the database
+    /// client.
+    pub async fn device_fleet(
+        &self,
+        prefix: &str,
+        model: &str,
+        count: usize,
+    ) -> anyhow::Result<(tokio_postgres::Client, Arc<Vec<String>>)> {
+        let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:05}")).collect();
+        let client = database::connect(&self.db_url).await?;
+        client
+            .execute(
+                "INSERT INTO devices (tenant_id, device_id, model, channel) \
+                 SELECT $1, id, $3, 'stable' FROM unnest($2::text[]) AS id",
+                &[&self.tenant, &ids, &model],
+            )
+            .await
+            .context("inserting the fleet")?;
+        let tenant =
+            toaster_core::ids::TenantId::parse(&self.tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut tokens = Vec::with_capacity(count);
+        for id in &ids {
+            let device =
+                toaster_core::ids::DeviceId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let token = self.signer.mint(
+                &toaster_core::token::AccessClaims::device(tenant.clone(), &device, 1),
+                Duration::from_secs(3600),
+            )?;
+            tokens.push(format!("Bearer {token}"));
+        }
+        Ok((client, Arc::new(tokens)))
+    }
+
     /// An authenticated JSON call; an error unless the answer is 2xx.
     pub async fn call(
         &self,

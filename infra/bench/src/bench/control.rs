@@ -18,15 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::Full;
-use toaster_core::ids::{DeviceId, TenantId};
-use toaster_core::token::AccessClaims;
 
 use super::app::AppUnderTest;
 use super::{Measurement, load_expecting, load_with};
-use toaster_setup::database;
 
 const DEVICES: usize = 10_000;
 const MODEL: &str = "bench-control";
@@ -36,7 +32,7 @@ const TAG: &str = "\"d1.r0\"";
 
 /// Runs the scenario; the markdown section for BENCHMARKS.md.
 pub async fn control_poll(app: &AppUnderTest, duration: Duration) -> anyhow::Result<String> {
-    let tokens = fleet(app).await?;
+    let (_, tokens) = app.device_fleet("ctl", MODEL, DEVICES).await?;
     let admin = app.admin_token()?;
     let started = Instant::now();
     let written = app
@@ -96,31 +92,6 @@ pub async fn control_poll(app: &AppUnderTest, duration: Duration) -> anyhow::Res
     )
     .await?;
     Ok(table(&me, &state, &commands, bulk))
-}
-
-/// The fleet, and a device token for each (as `Bearer …`).
-async fn fleet(app: &AppUnderTest) -> anyhow::Result<Arc<Vec<String>>> {
-    let ids: Vec<String> = (0..DEVICES).map(|i| format!("ctl-{i:05}")).collect();
-    let client = database::connect(&app.db_url).await?;
-    client
-        .execute(
-            "INSERT INTO devices (tenant_id, device_id, model, channel) \
-             SELECT $1, id, $3, 'stable' FROM unnest($2::text[]) AS id",
-            &[&app.tenant, &ids, &MODEL],
-        )
-        .await
-        .context("inserting the fleet")?;
-    let tenant = TenantId::parse(&app.tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut tokens = Vec::with_capacity(DEVICES);
-    for id in &ids {
-        let device = DeviceId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let token = app.signer.mint(
-            &AccessClaims::device(tenant.clone(), &device, 1),
-            Duration::from_secs(3600),
-        )?;
-        tokens.push(format!("Bearer {token}"));
-    }
-    Ok(Arc::new(tokens))
 }
 
 /// `GET path` round robin over the fleet (counted in `next`), with `If-None-Match`.

@@ -30,7 +30,6 @@ use toaster_core::token::AccessClaims;
 
 use super::app::AppUnderTest;
 use super::{Measurement, load, load_expecting, load_with};
-use toaster_setup::database;
 
 const DEVICES: usize = 10_000;
 const MODEL: &str = "bench-ota";
@@ -128,27 +127,9 @@ pub async fn ota_check(
 async fn fleet(
     app: &AppUnderTest,
 ) -> anyhow::Result<(tokio_postgres::Client, TenantId, Arc<Vec<String>>)> {
-    let ids: Vec<String> = (0..DEVICES).map(|i| format!("ota-{i:05}")).collect();
-    let client = database::connect(&app.db_url).await?;
-    client
-        .execute(
-            "INSERT INTO devices (tenant_id, device_id, model, channel) \
-             SELECT $1, id, $3, 'stable' FROM unnest($2::text[]) AS id",
-            &[&app.tenant, &ids, &MODEL],
-        )
-        .await
-        .context("inserting the fleet")?;
+    let (client, tokens) = app.device_fleet("ota", MODEL, DEVICES).await?;
     let tenant = TenantId::parse(&app.tenant).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut tokens = Vec::with_capacity(DEVICES);
-    for id in &ids {
-        let device = DeviceId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let token = app.signer.mint(
-            &AccessClaims::device(tenant.clone(), &device, 1),
-            Duration::from_secs(3600),
-        )?;
-        tokens.push(format!("Bearer {token}"));
-    }
-    Ok((client, tenant, Arc::new(tokens)))
+    Ok((client, tenant, tokens))
 }
 
 /// Firmware 1.1.0 for the model and a rollout of it in stages 1% and 100%.
