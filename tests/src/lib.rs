@@ -12,6 +12,8 @@
 //! the app's end-to-end tests that way. Tests that need the host's internals are
 //! skipped there by name, each with its reason, in that script.
 
+pub mod api;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -10,122 +10,35 @@ use std::time::Duration;
 
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
-use toaster_core::ids::{DeviceId, TenantId};
-use toaster_core::token::AccessClaims;
 use toaster_host::Limits;
 use toaster_tests::TestApp;
+use toaster_tests::api::{Api, send};
 
-async fn send(request: RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.expect("request");
-    let status = response.status();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
+/// Inserts `ids` as active devices of `tenant`.
+async fn devices(api: &Api<'_>, tenant: &str, ids: &[&str], model: &str, tags: &[&str]) {
+    let ids: Vec<String> = ids.iter().map(|t| t.to_string()).collect();
+    let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    api.sql(
+        "INSERT INTO devices (tenant_id, device_id, model, channel, tags) \
+         SELECT $1, id, $3, 'stable', $4 FROM unnest($2::text[]) AS id",
+        &[&tenant, &ids, &model, &tags],
+    )
+    .await;
 }
 
-struct Api<'a> {
-    app: &'a TestApp,
-}
-
-impl<'a> Api<'a> {
-    fn new(app: &'a TestApp) -> Self {
-        Api { app }
-    }
-
-    fn get(&self, path: &str, token: &str) -> RequestBuilder {
-        self.app.http().get(self.app.url(path)).bearer_auth(token)
-    }
-
-    fn post(&self, path: &str, token: &str, body: &Value) -> RequestBuilder {
-        self.app
-            .http()
-            .post(self.app.url(path))
-            .bearer_auth(token)
-            .json(body)
-    }
-
-    /// A merge patch, sent as `application/merge-patch+json`.
-    fn patch(&self, path: &str, token: &str, body: &Value) -> RequestBuilder {
-        self.app
-            .http()
-            .patch(self.app.url(path))
-            .bearer_auth(token)
-            .header("content-type", "application/merge-patch+json")
-            .body(body.to_string())
-    }
-
-    /// Creates a tenant through the API; an admin token for it.
-    async fn tenant(&self, id: &str) -> String {
-        let operator = self.app.operator_token();
-        let (status, body) = send(self.post(
-            "/v1/tenants",
-            &operator,
-            &json!({"id": id, "name": format!("Tenant {id}")}),
-        ))
-        .await;
-        assert_eq!(status, 201, "{body}");
-        self.app.admin_token(id)
-    }
-
-    /// Inserts `ids` as active devices of `tenant`.
-    async fn devices(&self, tenant: &str, ids: &[&str], model: &str, tags: &[&str]) {
-        let ids: Vec<String> = ids.iter().map(|t| t.to_string()).collect();
-        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        self.sql(
-            "INSERT INTO devices (tenant_id, device_id, model, channel, tags) \
-             SELECT $1, id, $3, 'stable', $4 FROM unnest($2::text[]) AS id",
-            &[&tenant, &ids, &model, &tags],
-        )
-        .await;
-    }
-
-    async fn sql(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> u64 {
-        self.app
-            .db
-            .client()
-            .await
-            .execute(sql, params)
-            .await
-            .expect("sql")
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        self.app
-            .db
-            .client()
-            .await
-            .query_one(sql, &[])
-            .await
-            .expect("count")
-            .get(0)
-    }
-
-    fn device_token(&self, tenant: &str, device: &str) -> String {
-        let claims = AccessClaims::device(
-            TenantId::parse(tenant).unwrap(),
-            &DeviceId::parse(device).unwrap(),
-            1,
-        );
-        self.app
-            .signer
-            .mint(&claims, Duration::from_secs(600))
-            .unwrap()
-    }
-
-    /// Sends `name` to `device`; the command.
-    async fn command(&self, admin: &str, device: &str, body: Value) -> Value {
-        let (status, body) =
-            send(self.post(&format!("/v1/devices/{device}/commands"), admin, &body)).await;
-        assert_eq!(status, 201, "{body}");
-        body
-    }
+/// Sends a command to `device`; the command.
+async fn command(api: &Api<'_>, admin: &str, device: &str, body: Value) -> Value {
+    let (status, body) =
+        send(api.post(&format!("/v1/devices/{device}/commands"), admin, &body)).await;
+    assert_eq!(status, 201, "{body}");
+    body
 }
 
 /// One fleet: tenant `acme` with lamps `l1`, `l2` (tag `floor:3`) and a thermostat `t1`.
 async fn fleet(api: &Api<'_>) -> String {
     let admin = api.tenant("acme").await;
-    api.devices("acme", &["l1", "l2"], "lamp", &["floor:3"])
-        .await;
-    api.devices("acme", &["t1"], "thermostat", &[]).await;
+    devices(api, "acme", &["l1", "l2"], "lamp", &["floor:3"]).await;
+    devices(api, "acme", &["t1"], "thermostat", &[]).await;
     admin
 }
 
@@ -143,7 +56,7 @@ async fn desired_and_reported_merge_with_versions_times_and_delta() {
     assert_eq!(body["desired_version"], 0);
     assert_eq!(body["delta"], json!({}));
 
-    let (status, body) = send(api.patch(
+    let (status, body) = send(api.merge_patch(
         "/v1/devices/l1/state/desired",
         &admin,
         &json!({"power": "on", "light": {"level": 80, "color": "warm"}}),
@@ -161,7 +74,7 @@ async fn desired_and_reported_merge_with_versions_times_and_delta() {
     let (status, body) = send(api.get("/v1/device/state", &lamp)).await;
     assert_eq!(status, 200);
     assert_eq!(body["desired"]["power"], "on");
-    let (status, body) = send(api.patch(
+    let (status, body) = send(api.merge_patch(
         "/v1/device/state/reported",
         &lamp,
         &json!({"power": "on", "light": {"level": 80.0, "color": "cold"}, "uptime": 12}),
@@ -174,7 +87,7 @@ async fn desired_and_reported_merge_with_versions_times_and_delta() {
     // `null` deletes; a member changed keeps its own time, others keep theirs.
     let before = body["desired_changed_at"]["power"].clone();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let (status, body) = send(api.patch(
+    let (status, body) = send(api.merge_patch(
         "/v1/devices/l1/state/desired",
         &admin,
         &json!({"light": {"color": null}}),
@@ -191,7 +104,7 @@ async fn desired_and_reported_merge_with_versions_times_and_delta() {
     assert_eq!(body["delta"], json!({}));
 
     // A patch that changes nothing leaves the version.
-    let (status, body) = send(api.patch(
+    let (status, body) = send(api.merge_patch(
         "/v1/devices/l1/state/desired",
         &admin,
         &json!({"power": "on"}),
@@ -252,13 +165,13 @@ async fn merge_patches_follow_rfc_7386() {
     ];
     for (i, (document, patch, expected)) in cases.into_iter().enumerate() {
         let device = format!("rfc{i}");
-        api.devices("acme", &[&device], "lamp", &[]).await;
+        devices(&api, "acme", &[&device], "lamp", &[]).await;
         let path = format!("/v1/devices/{device}/state/desired");
         if document != json!({}) {
-            let (status, _) = send(api.patch(&path, &admin, &document)).await;
+            let (status, _) = send(api.merge_patch(&path, &admin, &document)).await;
             assert_eq!(status, 200);
         }
-        let (status, body) = send(api.patch(&path, &admin, &patch)).await;
+        let (status, body) = send(api.merge_patch(&path, &admin, &patch)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["desired"], expected, "case {i}: {document} + {patch}");
         // The pure function the device library uses agrees with the server.
@@ -282,13 +195,13 @@ async fn if_match_guards_writes_and_concurrent_patches_all_survive() {
 
     // If-Match on a device without state: version 0 is current.
     let (status, body) = send(
-        api.patch(path, &admin, &json!({"a": 1}))
+        api.merge_patch(path, &admin, &json!({"a": 1}))
             .header("if-match", "\"0\""),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = send(
-        api.patch(path, &admin, &json!({"b": 1}))
+        api.merge_patch(path, &admin, &json!({"b": 1}))
             .header("if-match", "\"0\""),
     )
     .await;
@@ -306,19 +219,19 @@ async fn if_match_guards_writes_and_concurrent_patches_all_survive() {
     let tag = response.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(tag, "\"d1.r0\"");
     let (status, _) = send(
-        api.patch(path, &admin, &json!({"b": 1}))
+        api.merge_patch(path, &admin, &json!({"b": 1}))
             .header("if-match", &tag),
     )
     .await;
     assert_eq!(status, 200);
     let (status, _) = send(
-        api.patch(path, &admin, &json!({"c": 1}))
+        api.merge_patch(path, &admin, &json!({"c": 1}))
             .header("if-match", "W/\"2\""),
     )
     .await;
     assert_eq!(status, 412);
     let (status, _) = send(
-        api.patch(path, &admin, &json!({"c": 1}))
+        api.merge_patch(path, &admin, &json!({"c": 1}))
             .header("if-match", "2"),
     )
     .await;
@@ -326,7 +239,7 @@ async fn if_match_guards_writes_and_concurrent_patches_all_survive() {
 
     // Concurrent writers of different members: no update is lost.
     let writers = (0..24).map(|i| {
-        let request = api.patch(path, &admin, &json!({ format!("k{i}"): i }));
+        let request = api.merge_patch(path, &admin, &json!({ format!("k{i}"): i }));
         async move { send(request).await }
     });
     for (status, body) in futures::future::join_all(writers).await {
@@ -352,7 +265,7 @@ async fn limits_refuse_with_a_problem_and_store_nothing() {
     let api = Api::new(&app);
     let admin = fleet(&api).await;
     let path = "/v1/devices/l1/state/desired";
-    let (status, _) = send(api.patch(path, &admin, &json!({"a": 1, "b": 2, "c": 3}))).await;
+    let (status, _) = send(api.merge_patch(path, &admin, &json!({"a": 1, "b": 2, "c": 3}))).await;
     assert_eq!(status, 200);
 
     let refused = [
@@ -369,12 +282,12 @@ async fn limits_refuse_with_a_problem_and_store_nothing() {
         (json!({"": 1}), 422, "member name"),
     ];
     for (patch, code, names) in refused {
-        let (status, body) = send(api.patch(path, &admin, &patch)).await;
+        let (status, body) = send(api.merge_patch(path, &admin, &patch)).await;
         assert_eq!(status, code, "{patch}: {body}");
         assert!(body.to_string().contains(names), "{patch}: {body}");
     }
     let (status, body) = send(
-        api.patch(path, &admin, &json!({}))
+        api.merge_patch(path, &admin, &json!({}))
             .header("content-type", "text/plain"),
     )
     .await;
@@ -400,7 +313,7 @@ async fn a_poll_with_nothing_new_is_answered_without_postgresql() {
     let api = Api::new(&app);
     let admin = fleet(&api).await;
     let lamp = api.device_token("acme", "l1");
-    let (status, _) = send(api.patch(
+    let (status, _) = send(api.merge_patch(
         "/v1/devices/l1/state/desired",
         &admin,
         &json!({"power": "on"}),
@@ -441,7 +354,7 @@ async fn a_poll_with_nothing_new_is_answered_without_postgresql() {
     blocker.batch_execute("ROLLBACK").await.unwrap();
 
     // Every write moves the marker: the next poll sees the change.
-    let (status, _) = send(api.patch(
+    let (status, _) = send(api.merge_patch(
         "/v1/devices/l1/state/desired",
         &admin,
         &json!({"power": "off"}),
@@ -461,12 +374,12 @@ async fn a_poll_with_nothing_new_is_answered_without_postgresql() {
         "off"
     );
     assert_ne!(new_tag, tag);
-    let command = api.command(&admin, "l1", json!({"name": "reboot"})).await;
+    let command = command(&api, &admin, "l1", json!({"name": "reboot"})).await;
     let (_, body) = send(api.get("/v1/device/commands", &lamp)).await;
     assert_eq!(body["items"][0]["id"], command["id"]);
     // The device's own report moves its tag too.
     let response = api
-        .patch("/v1/device/state/reported", &lamp, &json!({"power": "off"}))
+        .merge_patch("/v1/device/state/reported", &lamp, &json!({"power": "off"}))
         .send()
         .await
         .unwrap();
@@ -490,14 +403,14 @@ async fn commands_move_through_their_lifecycle_once() {
     let lamp = api.device_token("acme", "l1");
     let other = api.device_token("acme", "l2");
 
-    let first = api
-        .command(
-            &admin,
-            "l1",
-            json!({"name": "light.set", "parameters": {"level": 10}, "ttl_seconds": 600}),
-        )
-        .await;
-    let second = api.command(&admin, "l1", json!({"name": "reboot"})).await;
+    let first = command(
+        &api,
+        &admin,
+        "l1",
+        json!({"name": "light.set", "parameters": {"level": 10}, "ttl_seconds": 600}),
+    )
+    .await;
+    let second = command(&api, &admin, "l1", json!({"name": "reboot"})).await;
     assert_eq!(first["status"], "queued");
     assert_eq!(second["parameters"], json!({}));
     let id = first["id"].as_str().unwrap();
@@ -550,7 +463,7 @@ async fn commands_move_through_their_lifecycle_once() {
     assert!(body["finished_at"].is_string());
 
     // A queued command is canceled (twice is fine), then takes no result.
-    let third = api.command(&admin, "l2", json!({"name": "reboot"})).await;
+    let third = command(&api, &admin, "l2", json!({"name": "reboot"})).await;
     let third_id = third["id"].as_str().unwrap();
     let cancel = format!("/v1/devices/l2/commands/{third_id}/cancel");
     let (status, body) = send(api.post(&cancel, &admin, &json!({}))).await;
@@ -595,9 +508,13 @@ async fn commands_expire_and_retention_removes_finished_ones() {
     let api = Api::new(&app);
     let admin = fleet(&api).await;
     let lamp = api.device_token("acme", "l1");
-    let command = api
-        .command(&admin, "l1", json!({"name": "reboot", "ttl_seconds": 1}))
-        .await;
+    let command = command(
+        &api,
+        &admin,
+        "l1",
+        json!({"name": "reboot", "ttl_seconds": 1}),
+    )
+    .await;
     let id = command["id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     let (_, body) = send(api.get(&format!("/v1/devices/l1/commands/{id}"), &admin)).await;
@@ -648,8 +565,8 @@ async fn idempotency_keys_and_the_queue_cap() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(api.count("SELECT count(*) FROM commands").await, 1);
 
-    api.command(&admin, "l1", json!({"name": "a"})).await;
-    api.command(&admin, "l1", json!({"name": "b"})).await;
+    command(&api, &admin, "l1", json!({"name": "a"})).await;
+    command(&api, &admin, "l1", json!({"name": "b"})).await;
     let response = api
         .post("/v1/devices/l1/commands", &admin, &json!({"name": "c"}))
         .send()
@@ -677,7 +594,7 @@ async fn idempotency_keys_and_the_queue_cap() {
     ))
     .await;
     assert_eq!(status, 200);
-    api.command(&admin, "l1", json!({"name": "c"})).await;
+    command(&api, &admin, "l1", json!({"name": "c"})).await;
     app.stop().await;
 }
 
@@ -691,12 +608,12 @@ async fn fleet_writes_reach_the_devices_a_selector_names() {
         &[],
     )
     .await;
-    api.devices("acme", &["l3"], "lamp", &["floor:3"]).await;
+    devices(&api, "acme", &["l3"], "lamp", &["floor:3"]).await;
 
     let (status, body) =
-        send(api.patch("/v1/fleet/state/desired", &admin, &json!({"power": "off"}))).await;
+        send(api.merge_patch("/v1/fleet/state/desired", &admin, &json!({"power": "off"}))).await;
     assert_eq!(status, 400, "a selector is required: {body}");
-    let (status, body) = send(api.patch(
+    let (status, body) = send(api.merge_patch(
         "/v1/fleet/state/desired?tag=floor:3",
         &admin,
         &json!({"power": "off"}),
@@ -715,7 +632,7 @@ async fn fleet_writes_reach_the_devices_a_selector_names() {
         let (_, body) = send(api.get(&format!("/v1/devices/{device}/state"), &admin)).await;
         assert_eq!(body["desired"], expected, "{device}");
     }
-    let (status, body) = send(api.patch(
+    let (status, body) = send(api.merge_patch(
         "/v1/fleet/state/desired?all=true",
         &admin,
         &json!({"tz": "UTC"}),
@@ -784,8 +701,8 @@ async fn tenants_are_isolated_and_erasure_removes_state_and_commands() {
     let api = Api::new(&app);
     let admin = fleet(&api).await;
     let intruder = api.tenant("evil").await;
-    api.command(&admin, "l1", json!({"name": "reboot"})).await;
-    let (status, _) = send(api.patch(
+    command(&api, &admin, "l1", json!({"name": "reboot"})).await;
+    let (status, _) = send(api.merge_patch(
         "/v1/devices/l1/state/desired",
         &admin,
         &json!({"power": "on"}),
@@ -804,7 +721,7 @@ async fn tenants_are_isolated_and_erasure_removes_state_and_commands() {
     ] {
         let request = match method {
             "GET" => api.get(path, &intruder),
-            "PATCH" => api.patch(path, &intruder, &json!({"power": "off"})),
+            "PATCH" => api.merge_patch(path, &intruder, &json!({"power": "off"})),
             _ => api.post(path, &intruder, &json!({"name": "reboot"})),
         };
         let (status, body) = send(request).await;
@@ -919,7 +836,8 @@ async fn bad_input_is_a_problem_that_names_it() {
 
     // Hostile strings are data: stored and returned as JSON, never interpreted.
     let payload = json!({"label": "<script>alert(1)</script>", "q": "'; DROP TABLE devices; --"});
-    let (status, body) = send(api.patch("/v1/devices/l1/state/desired", &admin, &payload)).await;
+    let (status, body) =
+        send(api.merge_patch("/v1/devices/l1/state/desired", &admin, &payload)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["desired"], payload);
 

@@ -436,14 +436,9 @@ async fn retention_drops_expired_partitions_and_creates_the_week_ahead() {
         .unwrap();
     assert!(partitions(&db).await.contains(&old));
 
-    let report = retention::run(
-        &client,
-        None,
-        Duration::from_secs(5),
-        retention::DEFAULT_COMMAND_RETENTION,
-    )
-    .await
-    .expect("retention");
+    let report = retain(&client, Duration::from_secs(5))
+        .await
+        .expect("retention");
     assert_eq!(report.partitions_dropped, vec![old.clone()], "{report}");
     assert_eq!(report.partitions_created, 1, "{report}");
     assert_eq!(report.tenants, 1);
@@ -457,15 +452,22 @@ async fn retention_drops_expired_partitions_and_creates_the_week_ahead() {
     assert_eq!(rows, 1, "today's reading stays");
 
     // Again: nothing left to do.
-    let again = retention::run(
-        &client,
+    let again = retain(&client, Duration::from_secs(5)).await.unwrap();
+    assert!(again.partitions_dropped.is_empty() && again.partitions_created == 0);
+}
+
+/// One retention run over every tenant, commands kept for the default 30 days.
+async fn retain(
+    client: &tokio_postgres::Client,
+    lock_timeout: Duration,
+) -> Result<retention::RetentionReport, RetentionError> {
+    retention::run(
+        client,
         None,
-        Duration::from_secs(5),
+        lock_timeout,
         retention::DEFAULT_COMMAND_RETENTION,
     )
     .await
-    .unwrap();
-    assert!(again.partitions_dropped.is_empty() && again.partitions_created == 0);
 }
 
 #[tokio::test]
@@ -489,14 +491,9 @@ async fn retention_gives_up_behind_a_lock_rather_than_stall_ingest() {
 
     let client = db.client().await;
     let started = std::time::Instant::now();
-    let err = retention::run(
-        &client,
-        None,
-        Duration::from_millis(300),
-        retention::DEFAULT_COMMAND_RETENTION,
-    )
-    .await
-    .expect_err("the drop cannot get its lock");
+    let err = retain(&client, Duration::from_millis(300))
+        .await
+        .expect_err("the drop cannot get its lock");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(matches!(err, RetentionError::LockTimeout { .. }), "{err}");
     assert!(err.to_string().contains("next run"), "{err}");
@@ -504,28 +501,16 @@ async fn retention_gives_up_behind_a_lock_rather_than_stall_ingest() {
     assert_eq!(partitions(&db).await, before, "nothing was dropped");
 
     // Once the reader is gone, the next run does it.
-    let report = retention::run(
-        &client,
-        None,
-        Duration::from_secs(5),
-        retention::DEFAULT_COMMAND_RETENTION,
-    )
-    .await
-    .unwrap();
+    let report = retain(&client, Duration::from_secs(5)).await.unwrap();
     assert_eq!(report.partitions_dropped.len(), 1, "{report}");
 }
 
 #[tokio::test]
 async fn retention_on_an_unmigrated_database_says_to_migrate() {
     let db = TestDb::empty().await;
-    let err = retention::run(
-        &db.client().await,
-        None,
-        Duration::from_secs(5),
-        retention::DEFAULT_COMMAND_RETENTION,
-    )
-    .await
-    .expect_err("no functions yet");
+    let err = retain(&db.client().await, Duration::from_secs(5))
+        .await
+        .expect_err("no functions yet");
     assert!(matches!(err, RetentionError::NotMigrated { .. }), "{err}");
     assert!(err.to_string().contains("toaster migrate"), "{err}");
 }
