@@ -304,18 +304,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
         let s = host_scenario(&opts.workspace, d).await?;
         report.add("host", host_table(&s), started);
     }
-    if ![
-        "auth",
-        "ingest",
-        "ota",
-        "aggregate",
-        "soak",
-        "spin",
-        "hardening",
-    ]
-    .iter()
-    .any(|s| wants(s))
-    {
+    // Every scenario but `host` runs against the app.
+    if opts.scenarios.iter().all(|s| s == "host") {
         return Ok(report);
     }
     let dir = std::env::temp_dir().join(format!("toaster-bench-app-{}", std::process::id()));
