@@ -187,6 +187,26 @@ pub fn spin_binary() -> Option<PathBuf> {
 }
 
 /// A host serving a manifest written for the test.
+/// Kills the process group `spin up` leads (itself and its `spin trigger http`).
+fn kill_group(spin: &tokio::process::Child) {
+    if let Some(pid) = spin.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory
+        // is touched.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for TestHost {
+    /// A test that panics never calls [`TestHost::stop`]: its Spin processes go too.
+    fn drop(&mut self) {
+        if let Some(spin) = &self.spin {
+            kill_group(spin);
+        }
+    }
+}
+
 pub struct TestHost {
     pub host: Option<RunningHost>,
     /// The `spin up` process serving it instead, on Spin ([`spin_binary`]).
@@ -292,6 +312,9 @@ impl TestHost {
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            // Its own process group: `spin up` runs the app in a child process
+            // (`spin trigger http`), which killing `spin up` alone would leave behind.
+            .process_group(0)
             .kill_on_drop(true);
         for (name, value) in variables {
             command.env(format!("SPIN_VARIABLE_{}", name.to_uppercase()), value);
@@ -335,6 +358,7 @@ impl TestHost {
             h.shutdown().await.expect("clean shutdown");
         }
         if let Some(mut spin) = self.spin.take() {
+            kill_group(&spin);
             let _ = spin.kill().await;
         }
     }
