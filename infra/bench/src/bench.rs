@@ -70,6 +70,31 @@ pub const SCENARIOS: [&str; 7] = [
 /// `hardening` idles a minute to see memory come back.
 pub const OPTIONAL_SCENARIOS: [&str; 2] = ["spin", "hardening"];
 
+/// A markdown table of measurements, each row's throughput also as a multiple of
+/// `baseline`'s (the column headed `× {baseline_name}`).
+pub fn ratio_table(
+    baseline_name: &str,
+    baseline: &Measurement,
+    rows: &[(&str, &Measurement)],
+) -> String {
+    let mut table = format!(
+        "| | connections | requests/s | × {baseline_name} | p50 | p99 | errors | CPU % gen / server / other |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (label, m) in rows {
+        table.push_str(&format!(
+            "| {label} | {} | {:.0} | {:.2} | {} µs | {} µs | {} | {} |\n",
+            m.connections,
+            m.rps(),
+            m.rps() / baseline.rps().max(f64::MIN_POSITIVE),
+            m.p50_us,
+            m.p99_us,
+            m.errors,
+            m.cpu.cell()
+        ));
+    }
+    table
+}
+
 pub fn workspace_from(manifest: &Path) -> PathBuf {
     manifest
         .parent()

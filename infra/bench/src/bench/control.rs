@@ -115,30 +115,21 @@ fn poll(
 
 /// The section: each poll against `auth/me`.
 fn table(me: &Measurement, state: &Measurement, commands: &Measurement, bulk: Duration) -> String {
-    let row = |label: &str, m: &Measurement| {
-        format!(
-            "| {label} | {} | {:.0} | {:.2} | {} µs | {} µs | {} | {} |\n",
-            m.connections,
-            m.rps(),
-            m.rps() / me.rps().max(f64::MIN_POSITIVE),
-            m.p50_us,
-            m.p99_us,
-            m.errors,
-            m.cpu.cell()
-        )
-    };
-    let mut table = String::from(
-        "| | connections | requests/s | × auth/me | p50 | p99 | errors | CPU % gen / server / other |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    let table = super::ratio_table(
+        "auth/me",
+        me,
+        &[
+            ("device token check only (`GET /v1/auth/me`)", me),
+            (
+                "state poll, nothing new (`GET /v1/device/state`, `If-None-Match` → 304)",
+                state,
+            ),
+            (
+                "command poll, nothing pending (`GET /v1/device/commands` → empty page)",
+                commands,
+            ),
+        ],
     );
-    table.push_str(&row("device token check only (`GET /v1/auth/me`)", me));
-    table.push_str(&row(
-        "state poll, nothing new (`GET /v1/device/state`, `If-None-Match` → 304)",
-        state,
-    ));
-    table.push_str(&row(
-        "command poll, nothing pending (`GET /v1/device/commands` → empty page)",
-        commands,
-    ));
     format!(
         "A device's poll when nothing changed, for {DEVICES} devices (round robin over pre-minted device tokens), against `GET /v1/auth/me` with the same tokens in the same run. Each device polled once the long way first (its key-value marker written), so the measured polls are answered from the key-value store. Target: at least 0.9 × auth/me. The fleet write that set one desired change on all {DEVICES} devices (`PATCH /v1/fleet/state/desired?model=…`, one statement, then a marker per device) took {:.0} ms.\n\n{table}",
         bulk.as_secs_f64() * 1000.0

@@ -215,35 +215,26 @@ fn table(
     stage100: &Measurement,
     offered_at_1: i64,
 ) -> String {
-    let row = |label: &str, m: &Measurement| {
-        format!(
-            "| {label} | {} | {:.0} | {:.2} | {} µs | {} µs | {} | {} |\n",
-            m.connections,
-            m.rps(),
-            m.rps() / trivial.rps().max(f64::MIN_POSITIVE),
-            m.p50_us,
-            m.p99_us,
-            m.errors,
-            m.cpu.cell()
-        )
-    };
-    let mut table = String::from(
-        "| | connections | requests/s | × trivial | p50 | p99 | errors | CPU % gen / server / other |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    let table = super::ratio_table(
+        "trivial",
+        trivial,
+        &[
+            ("trivial component (`hello`)", trivial),
+            (
+                "the OTA component's floor (`GET /v1/ota/none`: 404, no token, no key-value)",
+                floor,
+            ),
+            ("device token check only (`GET /v1/auth/me`)", me),
+            (
+                "check, stage 1% (≈99% answered from the key-value store)",
+                stage1,
+            ),
+            (
+                "check, stage 100% (offer recorded, manifest signed)",
+                stage100,
+            ),
+        ],
     );
-    table.push_str(&row("trivial component (`hello`)", trivial));
-    table.push_str(&row(
-        "the OTA component's floor (`GET /v1/ota/none`: 404, no token, no key-value)",
-        floor,
-    ));
-    table.push_str(&row("device token check only (`GET /v1/auth/me`)", me));
-    table.push_str(&row(
-        "check, stage 1% (≈99% answered from the key-value store)",
-        stage1,
-    ));
-    table.push_str(&row(
-        "check, stage 100% (offer recorded, manifest signed)",
-        stage100,
-    ));
     format!(
         "`GET /v1/ota/check?version=1.0.0` for {DEVICES} devices (round robin over pre-minted device tokens; each check verifies the token, reads the device's revocation entry and rate window from the key-value store, then the tenant's cached active rollouts), against the host's trivial component in the same run. Every device checked once before measuring. {offered_at_1} devices were offered the update at the 1% stage. The floor row is a request the OTA component answers without checking anything (an unknown path, 404): what every request to it costs beyond `hello`. Target: at least 0.8 × trivial.\n\n{table}"
     )
