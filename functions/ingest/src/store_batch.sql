@@ -17,6 +17,16 @@
 -- epoch). Upserts go in key order, so two batches of one device touching the same
 -- buckets wait for each other instead of deadlocking. Data-modifying CTEs always run
 -- to completion, whether or not the final SELECT reads them.
+--
+-- Two more writes for the fleet view (0008_console_api.sql):
+-- - `ingest_minutes`: the number of rows inserted is added to the tenant's row for the
+--   UTC minute of receipt (now(), date_bin from the epoch) and the device's shard
+--   (hashtext(device_id) & 15); nothing when nothing was inserted;
+-- - `devices.last_seen_at`: set to the minute of receipt when it is NULL or at least
+--   60 s old (so most batches write nothing there), for any batch within the
+--   retention window, resent or not. The row is locked with SKIP LOCKED: when another
+--   transaction holds it (an admin changing the device, a concurrent batch of the
+--   device doing this same write) the write is skipped rather than waited for.
 WITH policy AS (
     SELECT floor(extract(epoch FROM toaster_telemetry_oldest($1)) * 1000)::int8 AS oldest_ms
 ),
@@ -84,5 +94,26 @@ hour_rollup AS (
         last_ts = greatest(o.last_ts, excluded.last_ts),
         last_value = CASE WHEN excluded.last_ts > o.last_ts
                           THEN excluded.last_value ELSE o.last_value END
+),
+receipt AS (
+    SELECT date_bin(interval '1 minute', now(), timestamptz 'epoch') AS minute
+),
+seen AS (
+    UPDATE devices AS d SET last_seen_at = (SELECT minute FROM receipt)
+    WHERE d.tenant_id = $1 AND d.device_id = $2
+      AND d.device_id IN (
+        SELECT device_id FROM devices
+        WHERE tenant_id = $1 AND device_id = $2
+          AND (last_seen_at IS NULL OR last_seen_at <= now() - interval '60 seconds')
+          AND (SELECT min(t) FROM unnest($4::int8[]) AS t) >= (SELECT oldest_ms FROM policy)
+        FOR NO KEY UPDATE SKIP LOCKED
+      )
+),
+ingest_minute AS (
+    INSERT INTO ingest_minutes AS o (tenant_id, minute, shard, readings)
+    SELECT $1, (SELECT minute FROM receipt), (hashtext($2) & 15)::int2, count(*)
+    FROM stored
+    HAVING count(*) > 0
+    ON CONFLICT (tenant_id, minute, shard) DO UPDATE SET readings = o.readings + excluded.readings
 )
 SELECT (SELECT count(*) FROM stored) AS stored, (SELECT oldest_ms FROM policy) AS oldest_ms

@@ -3,7 +3,8 @@
 -- fold a batch into its buckets were most of the statement's cost (measured with
 -- pgbench, docs/aggregation.md). Same parameters, same result, same rules: the row
 -- and its two rollup rows are written, or (older than the tenant's retention, or
--- already stored) nothing is.
+-- already stored) nothing is. The fleet-view writes (`ingest_minutes`,
+-- `devices.last_seen_at`) are store_batch.sql's.
 --
 -- $1 tenant_id, $2 device_id, $3 metric (text[1]), $4 ts in Unix ms (int8[1]),
 -- $5 value (text[1]: a float8 literal, or 'true' / 'false').
@@ -55,5 +56,25 @@ hour_rollup AS (
         last_ts = greatest(o.last_ts, excluded.last_ts),
         last_value = CASE WHEN excluded.last_ts > o.last_ts
                           THEN excluded.last_value ELSE o.last_value END
+),
+receipt AS (
+    SELECT date_bin(interval '1 minute', now(), timestamptz 'epoch') AS minute
+),
+seen AS (
+    UPDATE devices AS d SET last_seen_at = (SELECT minute FROM receipt)
+    WHERE d.tenant_id = $1 AND d.device_id = $2
+      AND d.device_id IN (
+        SELECT device_id FROM devices
+        WHERE tenant_id = $1 AND device_id = $2
+          AND (last_seen_at IS NULL OR last_seen_at <= now() - interval '60 seconds')
+          AND ($4::int8[])[1] >= (SELECT oldest_ms FROM policy)
+        FOR NO KEY UPDATE SKIP LOCKED
+      )
+),
+ingest_minute AS (
+    INSERT INTO ingest_minutes AS o (tenant_id, minute, shard, readings)
+    SELECT $1, (SELECT minute FROM receipt), (hashtext($2) & 15)::int2, 1
+    FROM stored
+    ON CONFLICT (tenant_id, minute, shard) DO UPDATE SET readings = o.readings + 1
 )
 SELECT (SELECT count(*) FROM stored) AS stored, (SELECT oldest_ms FROM policy) AS oldest_ms
