@@ -1695,3 +1695,336 @@ async fn a_known_path_with_another_method_is_405_naming_the_allowed_ones() {
     assert_eq!(body["title"], "Not Found");
     app.stop().await;
 }
+
+// ---------------------------------------------------------------- the console's reads
+
+/// The ids of a list page.
+fn page_ids(body: &Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {body}"))
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Whether the `bool` a query answers is true.
+async fn holds(app: &TestApp, sql: &str) -> bool {
+    app.db
+        .client()
+        .await
+        .query_one(sql, &[])
+        .await
+        .expect(sql)
+        .get(0)
+}
+
+/// Every id of a list walked page by page with `limit`, following `next_cursor`.
+async fn walk(api: &Api<'_>, admin: &str, query: &str, limit: u32) -> Vec<String> {
+    let mut shown = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..50 {
+        let path = match &cursor {
+            None => format!("/v1/devices?{query}&limit={limit}"),
+            Some(c) => format!("/v1/devices?{query}&limit={limit}&cursor={c}"),
+        };
+        let (status, page) = send(api.get(&path, admin)).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(page_ids(&page).len() <= limit as usize);
+        shown.extend(page_ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return shown,
+        }
+    }
+    panic!("the list did not end: {shown:?}");
+}
+
+#[tokio::test]
+async fn devices_carry_last_seen_and_list_by_it_with_search_and_keyset_cursors() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let shared = toaster_tests::api::Api::new(&app);
+    let admin = api.tenant("acme").await;
+    let globex = api.tenant("globex").await;
+    for (tenant, id) in [
+        ("acme", "sn-001"),
+        ("acme", "sn-002"),
+        ("acme", "sn-003"),
+        ("acme", "gw-01"),
+        ("acme", "gw-02"),
+        ("globex", "sn-009"),
+    ] {
+        shared
+            .sql(
+                "INSERT INTO devices (tenant_id, device_id, model, channel) VALUES ($1, $2, 't1000', 'stable')",
+                &[&tenant, &id],
+            )
+            .await;
+    }
+    // Never seen: null.
+    let (status, page) = send(api.get("/v1/devices", &admin)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page_ids(&page),
+        ["gw-01", "gw-02", "sn-001", "sn-002", "sn-003"]
+    );
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["last_seen"].is_null())
+    );
+
+    // A batch sets it to the minute of receipt.
+    let token = shared.device_token("acme", "sn-002");
+    let post = |ts: u64| {
+        send(api.post(
+            "/v1/telemetry",
+            &token,
+            &json!({"readings": [{"metric": "temp_c", "ts": ts, "value": 21.5}]}),
+        ))
+    };
+    let at = now() * 1000;
+    let (status, body) = post(at).await;
+    assert_eq!(status, 200, "{body}");
+    let seen_of = |page: &Value, id: &str| -> Value {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .map(|d| d["last_seen"].clone())
+            .unwrap_or_else(|| panic!("{id} not listed: {page}"))
+    };
+    let (_, page) = send(api.get("/v1/devices?q=sn-002", &admin)).await;
+    let seen = seen_of(&page, "sn-002");
+    let seen = seen.as_str().unwrap_or_else(|| panic!("{page}"));
+    assert!(seen.ends_with(":00.000Z"), "to the minute: {seen}");
+    // Within a minute of now (the minute of receipt starts at most 60 s before it).
+    let current = |sql: &'static str| holds(&app, sql);
+    assert!(
+        current(
+            "SELECT last_seen_at = date_bin('1 minute', last_seen_at, timestamptz 'epoch') \
+             AND last_seen_at > now() - interval '2 minutes' FROM devices WHERE device_id = 'sn-002'"
+        )
+        .await
+    );
+    // Written only when older than 60 s: a value 30 s old stays, one 2 minutes old moves.
+    shared
+        .sql(
+            "UPDATE devices SET last_seen_at = now() - interval '30 seconds' WHERE device_id = 'sn-002'",
+            &[],
+        )
+        .await;
+    assert_eq!(post(at + 1).await.0, 200);
+    assert!(
+        current(
+            "SELECT last_seen_at BETWEEN now() - interval '40 seconds' AND now() - interval '20 seconds' \
+             FROM devices WHERE device_id = 'sn-002'"
+        )
+        .await,
+        "a 30 s old last_seen was rewritten"
+    );
+    shared
+        .sql(
+            "UPDATE devices SET last_seen_at = now() - interval '2 minutes' WHERE device_id = 'sn-002'",
+            &[],
+        )
+        .await;
+    // A resend (nothing new stored) still says the device was seen.
+    assert_eq!(post(at + 1).await.1["stored"], 0);
+    assert!(
+        current(
+            "SELECT last_seen_at = date_bin('1 minute', now(), timestamptz 'epoch') \
+             OR last_seen_at > now() - interval '70 seconds' FROM devices WHERE device_id = 'sn-002'"
+        )
+        .await,
+        "a 2-minute-old last_seen was not rewritten"
+    );
+
+    // sort=last_seen: most recent first, ties by id, never seen last (by id).
+    shared
+        .sql(
+            "UPDATE devices SET last_seen_at = date_bin('1 minute', now(), timestamptz 'epoch') - interval '1 hour' \
+             WHERE tenant_id = 'acme' AND device_id IN ('sn-001', 'gw-01')",
+            &[],
+        )
+        .await;
+    let expected = ["sn-002", "gw-01", "sn-001", "gw-02", "sn-003"];
+    for limit in [1, 2, 3, 5, 50] {
+        assert_eq!(
+            walk(&api, &admin, "sort=last_seen", limit).await,
+            expected,
+            "limit {limit}"
+        );
+        assert_eq!(
+            walk(&api, &admin, "sort=id", limit).await,
+            ["gw-01", "gw-02", "sn-001", "sn-002", "sn-003"],
+            "limit {limit}"
+        );
+    }
+    let (_, page) = send(api.get("/v1/devices?sort=last_seen", &admin)).await;
+    assert_eq!(seen_of(&page, "gw-01"), seen_of(&page, "sn-001"));
+    assert!(seen_of(&page, "sn-003").is_null());
+
+    // q: ids containing the text, with the other filters and either sort.
+    for (query, ids) in [
+        ("q=sn-", vec!["sn-001", "sn-002", "sn-003"]),
+        ("q=01", vec!["gw-01", "sn-001"]),
+        ("q=01&sort=last_seen", vec!["gw-01", "sn-001"]),
+        ("q=0&sort=last_seen&status=active", expected.to_vec()),
+        ("q=.x", vec![]),
+        ("q=sn-009", vec![]),
+        ("q=-0&status=disabled", vec![]),
+    ] {
+        let (status, page) = send(api.get(&format!("/v1/devices?{query}"), &admin)).await;
+        assert_eq!(status, 200, "{query}: {page}");
+        assert_eq!(page_ids(&page), ids, "{query}");
+    }
+    assert_eq!(walk(&api, &admin, "q=0&sort=last_seen", 2).await, expected);
+    // Another tenant sees its own only, and none of acme's last_seen.
+    let (_, page) = send(api.get("/v1/devices?sort=last_seen", &globex)).await;
+    assert_eq!(page_ids(&page), ["sn-009"]);
+    assert!(page["items"][0]["last_seen"].is_null());
+
+    // GET /v1/devices/{id} keeps the exact time of the latest reading.
+    let (status, device) = send(api.get("/v1/devices/sn-002", &admin)).await;
+    assert_eq!(status, 200, "{device}");
+    assert!(device["last_seen"].is_string(), "{device}");
+
+    // Bad input: 400 problems naming the parameter; one sort's cursor is not the other's.
+    let (_, by_id) = send(api.get("/v1/devices?limit=1", &admin)).await;
+    let (_, by_seen) = send(api.get("/v1/devices?limit=1&sort=last_seen", &admin)).await;
+    let id_cursor = by_id["next_cursor"].as_str().unwrap().to_owned();
+    let seen_cursor = by_seen["next_cursor"].as_str().unwrap().to_owned();
+    let long = "a".repeat(129);
+    for (query, name) in [
+        ("q=".to_owned(), "q"),
+        ("q=a%20b".to_owned(), "q"),
+        ("q=a%2Fb".to_owned(), "q"),
+        (format!("q={long}"), "q"),
+        ("sort=name".to_owned(), "sort"),
+        ("sort=".to_owned(), "sort"),
+        ("sort=id&sort=last_seen".to_owned(), "sort"),
+        (format!("sort=last_seen&cursor={id_cursor}"), "cursor"),
+        (format!("cursor={seen_cursor}"), "cursor"),
+        (format!("sort=id&cursor={seen_cursor}"), "cursor"),
+    ] {
+        let (status, problem) = send(api.get(&format!("/v1/devices?{query}"), &admin)).await;
+        assert_eq!(status, 400, "{query}: {problem}");
+        assert_eq!(problem["type"], "https://toaster.dev/problems/bad-request");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(name),
+            "{query}: {problem}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_audit_log_filters_by_action_prefix_target_and_actor() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let globex = api.tenant("globex").await;
+    let key = DeviceKey::ed25519();
+    api.register(&admin, "a1", &key).await;
+    api.register(&admin, "a2", &key).await;
+    let (status, body) =
+        send(api.patch("/v1/devices/a1", &admin, &json!({"status": "disabled"}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        send(api.patch("/v1/devices/a2", &admin, &json!({"channel": "beta"}))).await;
+    assert_eq!(status, 200, "{body}");
+    // Another tenant's entries with the same target never show.
+    api.register(&globex, "a1", &key).await;
+
+    let entries = |body: &Value| -> Vec<(String, String)> {
+        body["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap().to_owned(),
+                    e["target"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, t)| (a.to_string(), t.to_string()))
+            .collect()
+    };
+    let device_entries = [
+        ("device.updated", "a2"),
+        ("device.disabled", "a1"),
+        ("device.created", "a2"),
+        ("device.created", "a1"),
+    ];
+    for (query, expected) in [
+        (
+            "action=device.created",
+            vec![("device.created", "a2"), ("device.created", "a1")],
+        ),
+        ("action=device.", device_entries.to_vec()),
+        ("action=device", vec![]),
+        ("action=device.cre", vec![]),
+        (
+            "target=a1",
+            vec![("device.disabled", "a1"), ("device.created", "a1")],
+        ),
+        (
+            "action=device.&target=a1",
+            vec![("device.disabled", "a1"), ("device.created", "a1")],
+        ),
+        (
+            "action=device.&actor=alice%40example.com",
+            device_entries.to_vec(),
+        ),
+        ("actor=nobody", vec![]),
+        ("target=A1", vec![]),
+    ] {
+        let (status, body) = send(api.get(&format!("/v1/audit?{query}"), &admin)).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(entries(&body), pairs(&expected), "{query}");
+    }
+    // The filters page with the cursor.
+    let mut shown = Vec::new();
+    let mut path = "/v1/audit?action=device.&limit=1".to_owned();
+    loop {
+        let (status, body) = send(api.get(&path, &admin)).await;
+        assert_eq!(status, 200, "{body}");
+        shown.extend(entries(&body));
+        match body["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/audit?action=device.&limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(shown, pairs(&device_entries));
+    let (_, body) = send(api.get("/v1/audit?target=a1", &globex)).await;
+    assert_eq!(entries(&body), pairs(&[("device.created", "a1")]));
+
+    let long = "a".repeat(65);
+    for query in [
+        "action=".to_owned(),
+        "action=Device.created".to_owned(),
+        "action=.device".to_owned(),
+        "action=device%20created".to_owned(),
+        format!("action={long}"),
+        "target=".to_owned(),
+        format!("target={}", "t".repeat(257)),
+        "actor=".to_owned(),
+        "actor=a%01b".to_owned(),
+        "action=a&action=b".to_owned(),
+        "verb=device.".to_owned(),
+    ] {
+        let (status, problem) = send(api.get(&format!("/v1/audit?{query}"), &admin)).await;
+        assert_eq!(status, 400, "{query}: {problem}");
+        assert_eq!(problem["type"], "https://toaster.dev/problems/bad-request");
+    }
+    app.stop().await;
+}

@@ -74,7 +74,10 @@ struct EntryActor {
     name: String,
 }
 
-/// `GET /v1/audit?limit=&cursor=`
+/// `GET /v1/audit?action=&target=&actor=&limit=&cursor=`: the tenant's entries, newest
+/// first. `action` is exact, or a prefix when it ends with `.` (`device.`); `target`
+/// and `actor` (the subject's name) are exact. Filters and the cursor combine (the
+/// cursor is the last entry's sequence number, whatever the filters).
 pub fn list(req: &Request) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Admin])?;
     let tenant = caller.tenant()?;
@@ -86,17 +89,32 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
             .filter(|n| *n > 0)
             .ok_or("not a cursor this endpoint returned")
     })?;
+    let action = query.take_parsed("action", parse_action)?;
+    let target = query.take_parsed("target", |v| bounded(v, MAX_TARGET))?;
+    let actor = query.take_parsed("actor", |v| bounded(v, MAX_ACTOR))?;
     query.finish()?;
+    let (exact, prefix) = match action {
+        Some(a) if a.ends_with('.') => (None, Some(a)),
+        other => (other, None),
+    };
 
     let db = Db::open()?;
     let rows = db.query(
         "SELECT seq, (extract(epoch from at) * 1000)::int8, actor_role, actor, action, target, details \
          FROM audit_log WHERE tenant_id = $1 AND ($2::int8 IS NULL OR seq < $2) \
+         AND ($4::text IS NULL OR action = $4) \
+         AND ($5::text IS NULL OR starts_with(action, $5)) \
+         AND ($6::text IS NULL OR target = $6) \
+         AND ($7::text IS NULL OR actor = $7) \
          ORDER BY seq DESC LIMIT $3",
         &[
             db::text(tenant.as_str()),
             db::opt_int8(cursor),
             db::int8(i64::from(limit) + 1),
+            db::opt_text(exact),
+            db::opt_text(prefix),
+            db::opt_text(target),
+            db::opt_text(actor),
         ],
     )?;
     let mut items = Vec::with_capacity(rows.rows.len());
@@ -115,4 +133,39 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
         });
     }
     Ok(respond::page(items, limit, |e| Some(e.id.clone())))
+}
+
+/// Longest `action` filter: actions are short dotted names (`device.key_rotated`).
+const MAX_ACTION: usize = 64;
+/// Longest `target` filter: the longest thing audited is a device id (128).
+const MAX_TARGET: usize = 256;
+/// Longest `actor` filter: a subject's name.
+const MAX_ACTOR: usize = 256;
+
+/// `action`: 1 to 64 of `a-z`, `0-9`, `_` and `.`, starting with a letter.
+fn parse_action(value: &str) -> Result<String, String> {
+    let ok = (1..=MAX_ACTION).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.'));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "must be 1 to {MAX_ACTION} of a-z, 0-9, '_' and '.', starting with a letter \
+             (ending with '.' for a prefix, such as device.)"
+        ))
+    }
+}
+
+/// A non-empty value of at most `max` bytes without control characters.
+fn bounded(value: &str, max: usize) -> Result<String, String> {
+    if (1..=max).contains(&value.len()) && !value.chars().any(char::is_control) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "must be 1 to {max} bytes without control characters"
+        ))
+    }
 }

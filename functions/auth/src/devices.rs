@@ -156,7 +156,14 @@ fn insert_key(
     Ok(())
 }
 
-/// `GET /v1/devices?model=&channel=&tag=&status=&limit=&cursor=`
+/// `GET /v1/devices?model=&channel=&tag=&status=&q=&sort=&limit=&cursor=`
+///
+/// Each item carries `last_seen` (`devices.last_seen_at`, the UTC minute of the
+/// device's latest telemetry batch, which the ingest statement writes; null if never).
+/// `q` keeps the devices whose id contains it. `sort=id` (the default) orders by id;
+/// `sort=last_seen` most recently seen first, never seen last, ties by id. Both page
+/// by keyset, with a cursor that names its order: one sort's cursor is 400 with the
+/// other.
 pub fn list(req: &Request) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Admin])?;
     let tenant = caller.tenant()?;
@@ -167,23 +174,53 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
     let status = query.take_parsed("status", |s| {
         DeviceStatus::parse(s).ok_or("must be active, disabled or decommissioned")
     })?;
+    let search = query.take_parsed("q", parse_search)?;
+    let sort = query
+        .take_parsed("sort", |s| match s {
+            "id" => Ok(Sort::Id),
+            "last_seen" => Ok(Sort::LastSeen),
+            _ => Err("must be id or last_seen"),
+        })?
+        .unwrap_or(Sort::Id);
     let cursor = query.take_parsed("cursor", |v| {
-        query::decode_cursor(DEVICE_CURSOR, v)
-            .and_then(|id| DeviceId::parse(&id).ok())
-            .ok_or(query::NOT_A_CURSOR)
+        ListCursor::decode(sort, v).ok_or(query::NOT_A_CURSOR)
     })?;
     let limit = query.take_limit()?;
     query.finish()?;
 
+    let (after_seen, after_id) = match &cursor {
+        None => (None, None),
+        Some(c) => (c.seen_ms, Some(c.id.to_string())),
+    };
+    // $7 (the cursor's last_seen, ms) and $8 (its id) are both NULL on the first page.
+    // With sort=last_seen a NULL $7 after the first page means the cursor's device was
+    // never seen: what follows is the never-seen devices after its id.
+    let (keyset, order) = match sort {
+        // An id cursor has no last_seen: $7 is NULL (every parameter must be used).
+        Sort::Id => (
+            "$7::int8 IS NULL AND ($8::text IS NULL OR d.device_id > $8)",
+            "d.device_id",
+        ),
+        Sort::LastSeen => (
+            "($8::text IS NULL \
+              OR ($7::int8 IS NULL AND d.last_seen_at IS NULL AND d.device_id > $8) \
+              OR ($7::int8 IS NOT NULL AND (d.last_seen_at IS NULL \
+                  OR d.last_seen_at < timestamptz 'epoch' + $7 * interval '1 millisecond' \
+                  OR (d.last_seen_at = timestamptz 'epoch' + $7 * interval '1 millisecond' \
+                      AND d.device_id > $8))))",
+            "d.last_seen_at DESC NULLS LAST, d.device_id",
+        ),
+    };
     let db = Db::open()?;
     let sql = format!(
-        "{DEVICE_COLUMNS}, NULL::jsonb FROM devices d WHERE d.tenant_id = $1 \
+        "{DEVICE_COLUMNS}, NULL::jsonb, \
+         (extract(epoch from d.last_seen_at) * 1000)::int8 FROM devices d WHERE d.tenant_id = $1 \
          AND ($2::text IS NULL OR d.model = $2) \
          AND ($3::text IS NULL OR d.channel = $3) \
          AND ($4::text IS NULL OR d.tags @> ARRAY[$4::text]) \
          AND ($5::text IS NULL OR d.status = $5) \
-         AND ($6::text IS NULL OR d.device_id > $6) \
-         ORDER BY d.device_id LIMIT $7"
+         AND ($6::text IS NULL OR strpos(d.device_id, $6) > 0) \
+         AND {keyset} ORDER BY {order} LIMIT $9"
     );
     let rows = db.query(
         &sql,
@@ -193,24 +230,124 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
             db::opt_text(channel.map(|c| c.to_string())),
             db::opt_text(tag.map(|t| t.to_string())),
             db::opt_text(status.map(|s| s.as_str())),
-            db::opt_text(cursor.map(|c| c.to_string())),
+            db::opt_text(search),
+            db::opt_int8(after_seen),
+            db::opt_text(after_id),
             db::int8(i64::from(limit) + 1),
         ],
     )?;
     let items = rows
         .rows
         .iter()
-        .map(|row| DeviceView::from_row(row))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|row| {
+            let seen_ms: Option<i64> = db::column(row, 10)?;
+            Ok(ListedDevice {
+                device: DeviceView::from_row(row)?,
+                last_seen: seen_ms.map(time::rfc3339_ms),
+                seen_ms,
+            })
+        })
+        .collect::<Result<Vec<_>, Problem>>()?;
     Ok(respond::page(items, limit, |d| {
-        Some(query::encode_cursor(DEVICE_CURSOR, &d.id))
+        Some(
+            ListCursor {
+                id: d.device.id.clone(),
+                seen_ms: d.seen_ms,
+            }
+            .encode(sort),
+        )
     }))
 }
 
-/// The list name in the device list's cursors. The key is the last device id shown,
-/// encoded ([`query::encode_cursor`]) because a bare id is something a client may
-/// write: `?cursor=zzzz` would read as "the devices after zzzz", an empty page.
+/// A device list's order (`sort=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sort {
+    Id,
+    LastSeen,
+}
+
+/// A device as the list shows it: the registry entry and when it was last seen.
+#[derive(Serialize)]
+struct ListedDevice {
+    #[serde(flatten)]
+    device: DeviceView,
+    last_seen: Option<String>,
+    #[serde(skip)]
+    seen_ms: Option<i64>,
+}
+
+/// `q`: 1 to 128 of the characters a device id may hold (a leading `.` is fine here:
+/// it is part of an id, not one).
+fn parse_search(value: &str) -> Result<String, String> {
+    let ok = (1..=DeviceId::MAX_LEN).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "must be 1 to {} of A-Z, a-z, 0-9, '.', '_', ':' and '-'",
+            DeviceId::MAX_LEN
+        ))
+    }
+}
+
+/// The key of the last device a page showed, in the page's order.
+#[derive(Debug, PartialEq, Eq)]
+struct ListCursor {
+    id: String,
+    /// With `sort=last_seen`: its `last_seen` (Unix ms), `None` if never seen.
+    seen_ms: Option<i64>,
+}
+
+/// The list names in the device list's cursors, one per order. The key is the last
+/// device shown (with `sort=last_seen`, its last-seen time first: `<ms>/<id>`, or
+/// `never/<id>`), encoded ([`query::encode_cursor`]) because a bare id is something a
+/// client may write: `?cursor=zzzz` would read as "the devices after zzzz", an empty
+/// page.
 const DEVICE_CURSOR: &str = "devices";
+const DEVICE_SEEN_CURSOR: &str = "devices.last_seen";
+
+impl ListCursor {
+    fn encode(&self, sort: Sort) -> String {
+        match sort {
+            Sort::Id => query::encode_cursor(DEVICE_CURSOR, &self.id),
+            Sort::LastSeen => {
+                let seen = self
+                    .seen_ms
+                    .map_or_else(|| "never".to_owned(), |ms| ms.to_string());
+                query::encode_cursor(DEVICE_SEEN_CURSOR, &format!("{seen}/{}", self.id))
+            }
+        }
+    }
+
+    fn decode(sort: Sort, cursor: &str) -> Option<ListCursor> {
+        match sort {
+            Sort::Id => {
+                let key = query::decode_cursor(DEVICE_CURSOR, cursor)?;
+                let id = DeviceId::parse(&key).ok()?;
+                Some(ListCursor {
+                    id: id.to_string(),
+                    seen_ms: None,
+                })
+            }
+            Sort::LastSeen => {
+                let key = query::decode_cursor(DEVICE_SEEN_CURSOR, cursor)?;
+                let (seen, id) = key.split_once('/')?;
+                let seen_ms = match seen {
+                    "never" => None,
+                    ms => Some(ms.parse::<i64>().ok().filter(|ms| *ms >= 0)?),
+                };
+                let id = DeviceId::parse(id).ok()?;
+                Some(ListCursor {
+                    id: id.to_string(),
+                    seen_ms,
+                })
+            }
+        }
+    }
+}
 
 /// `GET /v1/devices/{id}`: the registry entry, its keys, and the last-known values
 /// ingest left in the key-value store (`last_seen`, `metrics`).
