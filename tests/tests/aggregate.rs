@@ -1356,3 +1356,198 @@ async fn a_retention_policy_is_an_object_without_nulls() {
     );
     app.stop().await;
 }
+
+/// The int8 a query on the test database answers.
+async fn scalar(db: &TestDb, sql: &str) -> i64 {
+    db.client()
+        .await
+        .query_one(sql, &[])
+        .await
+        .expect(sql)
+        .get(0)
+}
+
+#[tokio::test]
+async fn the_fleet_summary_counts_devices_seen_devices_and_readings_per_minute() {
+    let app = TestApp::start().await;
+    for tenant in ["acme", "globex"] {
+        add_tenant(&app.db, tenant).await;
+    }
+    for (device, model) in [
+        ("d1", "t1000"),
+        ("d2", "t1000"),
+        ("d3", "t2000"),
+        ("d4", "t2000"),
+        ("d5", "t1000"),
+    ] {
+        add_device(&app.db, "acme", device, model, &[]).await;
+    }
+    add_device(&app.db, "globex", "g1", "t1000", &[]).await;
+    let client = app.db.client().await;
+    client
+        .batch_execute(
+            "UPDATE devices SET channel = 'beta' WHERE device_id = 'd2';
+             UPDATE devices SET status = 'disabled' WHERE device_id = 'd4';
+             UPDATE devices SET status = 'decommissioned', last_seen_at = now() WHERE device_id = 'd5';",
+        )
+        .await
+        .unwrap();
+    let admin = app.admin_token("acme");
+    let summary = |token: String| {
+        let app = &app;
+        async move {
+            let before = now_ms();
+            let (status, body) = get(app, &token, "/v1/fleet/summary").await;
+            assert_eq!(status, 200, "{body}");
+            // 60 consecutive minutes, the one the request ran in last.
+            let minutes = body["ingest"]["minute_readings"]
+                .as_array()
+                .unwrap()
+                .clone();
+            assert_eq!(minutes.len(), 60, "{body}");
+            let last = minutes[59]["minute"].as_str().unwrap();
+            let (first_ok, last_ok) = (
+                rfc3339((before / MINUTE - 59) * MINUTE),
+                rfc3339((now_ms() / MINUTE) * MINUTE),
+            );
+            assert!(
+                minutes[0]["minute"].as_str().unwrap() >= first_ok.as_str()
+                    && last <= last_ok.as_str(),
+                "{first_ok} .. {last_ok}: {body}"
+            );
+            for pair in minutes.windows(2) {
+                assert!(
+                    pair[0]["minute"].as_str() < pair[1]["minute"].as_str(),
+                    "{body}"
+                );
+            }
+            let readings: i64 = minutes
+                .iter()
+                .map(|m| m["readings"].as_i64().unwrap())
+                .sum();
+            (body, readings)
+        }
+    };
+
+    let (body, readings) = summary(admin.clone()).await;
+    assert_eq!(
+        body["devices"],
+        json!({"total": 4,
+               "by_status": {"active": 3, "disabled": 1, "decommissioned": 1},
+               "by_model": {"t1000": 2, "t2000": 2},
+               "by_channel": {"stable": 3, "beta": 1}})
+    );
+    assert_eq!(
+        body["seen"],
+        json!({"last_5m": 0, "last_1h": 0, "last_24h": 0})
+    );
+    assert_eq!(readings, 0);
+
+    // d1 sends 3 readings and resends them (nothing new), d2 sends 2, globex's g1 4.
+    let t = now_ms() - MINUTE;
+    let batch = |n: i64| -> Vec<Reading> {
+        (0..n)
+            .map(|i| ("temp_c".to_owned(), t + i, 20.0 + i as f64))
+            .collect()
+    };
+    let d1 = device_token(&app.signer, "acme", "d1");
+    assert_eq!(post_readings(&app, &d1, &batch(3)).await["stored"], 3);
+    assert_eq!(post_readings(&app, &d1, &batch(3)).await["stored"], 0);
+    let d2 = device_token(&app.signer, "acme", "d2");
+    assert_eq!(post_readings(&app, &d2, &batch(1)).await["stored"], 1);
+    // A batch of one and a batch of several take different statements.
+    assert_eq!(post_readings(&app, &d2, &batch(2)).await["stored"], 1);
+    let g1 = device_token(&app.signer, "globex", "g1");
+    assert_eq!(post_readings(&app, &g1, &batch(4)).await["stored"], 4);
+    // d3 seen half an hour ago, d4 (disabled) three hours ago.
+    client
+        .batch_execute(
+            "UPDATE devices SET last_seen_at = now() - interval '30 minutes' WHERE device_id = 'd3';
+             UPDATE devices SET last_seen_at = now() - interval '3 hours' WHERE device_id = 'd4';",
+        )
+        .await
+        .unwrap();
+
+    let (body, readings) = summary(admin.clone()).await;
+    assert_eq!(readings, 5, "{body}");
+    assert_eq!(
+        body["seen"],
+        json!({"last_5m": 2, "last_1h": 3, "last_24h": 4})
+    );
+    assert_eq!(body["devices"]["total"], 4);
+    let (body, readings) = summary(app.admin_token("globex")).await;
+    assert_eq!(readings, 4, "{body}");
+    assert_eq!(
+        body["devices"],
+        json!({"total": 1,
+               "by_status": {"active": 1, "disabled": 0, "decommissioned": 0},
+               "by_model": {"t1000": 1}, "by_channel": {"stable": 1}})
+    );
+    assert_eq!(body["seen"]["last_5m"], 1);
+    // Spread over shards, summed per minute: one row per (tenant, minute, shard).
+    assert_eq!(
+        scalar(
+            &app.db,
+            "SELECT sum(readings)::int8 FROM ingest_minutes WHERE tenant_id = 'acme'"
+        )
+        .await,
+        5
+    );
+
+    // Older minutes are outside the hour; the retention run keeps two days.
+    client
+        .batch_execute(
+            "INSERT INTO ingest_minutes (tenant_id, minute, shard, readings) VALUES
+               ('acme', date_bin('1 minute', now(), timestamptz 'epoch') - interval '90 minutes', 0, 7),
+               ('acme', date_bin('1 minute', now(), timestamptz 'epoch') - interval '3 days', 0, 9),
+               ('globex', date_bin('1 minute', now(), timestamptz 'epoch') - interval '3 days', 0, 9);",
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary(admin.clone()).await.1, 5);
+    let response = app
+        .http()
+        .post(app.url("/v1/metrics/retention/run"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        scalar(
+            &app.db,
+            "SELECT count(*) FROM ingest_minutes WHERE minute < now() - interval '2 days'"
+        )
+        .await,
+        1,
+        "acme's old row went, globex's stays until a run for it"
+    );
+    assert_eq!(
+        scalar(
+            &app.db,
+            "SELECT count(*) FROM ingest_minutes WHERE readings = 7"
+        )
+        .await,
+        1
+    );
+
+    // Admins only; no query parameters.
+    assert_eq!(get(&app, &d1, "/v1/fleet/summary").await.0, 403);
+    assert_eq!(
+        get(&app, &app.operator_token(), "/v1/fleet/summary")
+            .await
+            .0,
+        403
+    );
+    let (status, problem) = get(&app, &admin, "/v1/fleet/summary?minutes=10").await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["type"], "https://toaster.dev/problems/bad-request");
+    let response = app
+        .http()
+        .get(app.url("/v1/fleet/summary"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    app.stop().await;
+}

@@ -9,6 +9,7 @@
 //! | `GET /v1/metrics/fleet/{metric}?from&to&bucket&agg&fill&model&channel&tag` | admin | [`series`] |
 //! | `GET`, `PUT /v1/metrics/retention` | admin | [`retention`] |
 //! | `POST /v1/metrics/retention/run` | admin (its tenant), operator (all) | [`retention`] |
+//! | `GET /v1/fleet/summary` | admin | [`fleet`] |
 //!
 //! Aggregates are read from the 1-minute and 1-hour rollups that the ingest statement
 //! keeps exactly current (see `docs/aggregation.md` and `schemas/sql/0004_rollups.sql`);
@@ -22,6 +23,7 @@
 #![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
 mod error;
+mod fleet;
 mod params;
 mod readings;
 mod retention;
@@ -60,6 +62,7 @@ fn route(req: &Request) -> Response {
             Some(on.get(|| retention::get(req)).put(|| retention::put(req)))
         }
         ["v1", "metrics", "retention", "run"] => Some(on.post(|| retention::run(req))),
+        ["v1", "fleet", "summary"] => Some(on.get(|| fleet::summary(req))),
         _ => None,
     })
 }
