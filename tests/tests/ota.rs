@@ -1423,3 +1423,171 @@ async fn an_operator_allows_private_firmware_destinations() {
     assert!(!detail.contains("192.168.0.0/33"), "{detail}");
     app.stop().await;
 }
+
+/// `GET /v1/ota/devices/{id}/rollouts` for `admin`: status and body.
+async fn history(api: &Api<'_>, admin: &str, device: &str, query: &str) -> (StatusCode, Value) {
+    send(api.get(&format!("/v1/ota/devices/{device}/rollouts{query}"), admin)).await
+}
+
+#[tokio::test]
+async fn stage_counts_split_the_counts_by_the_stage_each_device_was_offered_at() {
+    let app = TestApp::start().await;
+    let api = Api::new(&app);
+    let admin = api.tenant("acme").await;
+    let fleet = ids("sn", 60);
+    api.devices("acme", &fleet, "t1000", "stable", &[]).await;
+    let firmware = api.firmware(&admin, "t1000", "1.1.0").await;
+    let rollout = api
+        .rollout(&admin, rollout_body(&firmware, &[25, 100], 0.9, 1))
+        .await;
+    let id = rollout["id"].as_str().unwrap().to_owned();
+    // At creation: one entry, for stage 0, all zeros.
+    assert_eq!(
+        rollout["stage_counts"],
+        json!([{"stage": 0, "percent": 25, "offered": 0, "downloading": 0, "installing": 0,
+                "installed": 0, "failed": 0, "timed_out": 0}])
+    );
+
+    let mut first_stage = Vec::new();
+    for device in &fleet {
+        if api.check("acme", device, "1.0.0").await.0 == 200 {
+            first_stage.push(device.clone());
+        }
+    }
+    assert!(first_stage.len() >= 3, "{first_stage:?}");
+    let (ok, bad) = (&first_stage[0], &first_stage[1]);
+    for (device, body) in [
+        (
+            ok,
+            json!({"rollout_id": id, "status": "installed", "version": "1.1.0"}),
+        ),
+        (
+            bad,
+            json!({"rollout_id": id, "status": "failed", "version": "1.0.0", "error": "flash write failed"}),
+        ),
+    ] {
+        let (status, body) = api.report("acme", device, body).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = api.act(&admin, &id, "advance").await;
+    assert_eq!(status, 200, "{body}");
+    // Stage 1: every device is checked again; the first stage's keep their stage.
+    for device in &fleet {
+        api.check("acme", device, "1.0.0").await;
+    }
+    let n0 = first_stage.len() as u64;
+    let n1 = fleet.len() as u64 - n0;
+    let body = api.rollout_state(&admin, &id).await;
+    assert_eq!(
+        body["stage_counts"],
+        json!([
+            {"stage": 0, "percent": 25, "offered": n0 - 2, "downloading": 0, "installing": 0,
+             "installed": 1, "failed": 1, "timed_out": 0},
+            {"stage": 1, "percent": 100, "offered": n1, "downloading": 0, "installing": 0,
+             "installed": 0, "failed": 0, "timed_out": 0},
+        ]),
+        "{body}"
+    );
+    assert_eq!(body["counts"]["offered"], n0 - 2 + n1);
+    assert_eq!(body["devices"], fleet.len());
+    // Listings carry no counts.
+    let (_, list) = send(api.get("/v1/ota/rollouts", &admin)).await;
+    assert!(list["items"][0].get("stage_counts").is_none(), "{list}");
+
+    // A device's history: what it was offered, its stage, its progress.
+    let (status, body) = history(&api, &admin, bad, "").await;
+    assert_eq!(status, 200, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{body}");
+    assert_eq!(items[0]["rollout_id"], id.as_str());
+    assert_eq!(items[0]["firmware_id"], firmware.as_str());
+    assert_eq!(items[0]["version"], "1.1.0");
+    assert_eq!(items[0]["from_version"], "1.0.0");
+    assert_eq!(items[0]["state"], "failed");
+    assert_eq!(items[0]["error"], "flash write failed");
+    assert_eq!(items[0]["timed_out"], false);
+    assert_eq!(items[0]["stage"], 0);
+    assert!(items[0]["offered_at"].is_string() && items[0]["updated_at"].is_string());
+    assert_eq!(body["next_cursor"], Value::Null);
+    let late = fleet.iter().find(|d| !first_stage.contains(d)).unwrap();
+    let (_, body) = history(&api, &admin, late, "").await;
+    assert_eq!(body["items"][0]["stage"], 1, "{body}");
+    assert_eq!(body["items"][0]["state"], "offered");
+    assert_eq!(body["items"][0]["error"], Value::Null);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_s_ota_history_is_newest_first_paged_and_its_tenant_s_only() {
+    let app = TestApp::start().await;
+    let api = Api::new(&app);
+    let acme = api.tenant("acme").await;
+    let globex = api.tenant("globex").await;
+    api.devices("acme", &["d1".into(), "d2".into()], "t1000", "stable", &[])
+        .await;
+    api.devices("globex", &["g1".into()], "t1000", "stable", &[])
+        .await;
+
+    // d1 is offered two rollouts, one after the other; d2 none.
+    let mut rollouts = Vec::new();
+    for version in ["1.1.0", "1.2.0"] {
+        let firmware = api.firmware(&acme, "t1000", version).await;
+        let id = api
+            .rollout(&acme, rollout_body(&firmware, &[100], 0.5, 5))
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(api.check("acme", "d1", "1.0.0").await.0, 200);
+        assert_eq!(api.act(&acme, &id, "abort").await.0, 200);
+        rollouts.push(id);
+    }
+    let (status, body) = history(&api, &acme, "d1", "").await;
+    assert_eq!(status, 200, "{body}");
+    let shown: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["rollout_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, [rollouts[1].as_str(), rollouts[0].as_str()]);
+    assert_eq!(body["items"][0]["version"], "1.2.0");
+
+    // One per page: the cursor walks the same order and ends.
+    let (status, page) = history(&api, &acme, "d1", "?limit=1").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["rollout_id"], rollouts[1].as_str());
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (status, page) = history(&api, &acme, "d1", &format!("?limit=1&cursor={cursor}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["rollout_id"], rollouts[0].as_str());
+    assert_eq!(page["next_cursor"], Value::Null, "the last page: {page}");
+
+    // Known but never offered: empty. Unknown, or another tenant's: 404.
+    let (status, body) = history(&api, &acme, "d2", "").await;
+    assert_eq!(
+        (status.as_u16(), &body["items"]),
+        (200, &json!([])),
+        "{body}"
+    );
+    for (admin, device) in [(&acme, "nope"), (&acme, "g1"), (&globex, "d1")] {
+        let (status, body) = history(&api, admin, device, "").await;
+        assert_eq!(status, 404, "{device}: {body}");
+        assert_eq!(body["type"], "https://toaster.dev/problems/not-found");
+    }
+    // Bad input: 400 problems; a device token is 403.
+    for query in [
+        "?limit=0",
+        "?limit=x",
+        "?cursor=zzzz",
+        &format!("?cursor={}", rollouts[0]),
+        "?sort=id",
+    ] {
+        let (status, body) = history(&api, &acme, "d1", query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["type"], "https://toaster.dev/problems/bad-request");
+    }
+    let device = api.device_token("acme", "d1");
+    assert_eq!(history(&api, &device, "d1", "").await.0, 403);
+    app.stop().await;
+}

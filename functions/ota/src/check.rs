@@ -62,7 +62,8 @@ pub fn check(req: &Request) -> Result<Response, Problem> {
 /// Records the offer of the one candidate rollout that fits the device (same model
 /// and channel, every selector tag, device active, rollout still active) and returns
 /// its manifest. A device offered it before gets the same manifest again while it is
-/// unfinished; once it installed or failed, nothing.
+/// unfinished; once it installed or failed, nothing. The offer keeps the rollout's
+/// stage at the first offer (`rollout_devices.stage`), for the per-stage counts.
 fn offer(
     db: &Db,
     tenant: &TenantId,
@@ -72,7 +73,7 @@ fn offer(
 ) -> Result<Option<Manifest>, Problem> {
     let rows = db.query(
         "WITH r AS ( \
-           SELECT r.tenant_id, r.rollout_id, f.model, f.version, f.url, f.sha256, f.size \
+           SELECT r.tenant_id, r.rollout_id, r.stage, f.model, f.version, f.url, f.sha256, f.size \
            FROM rollouts r \
            JOIN firmware f ON f.tenant_id = r.tenant_id AND f.firmware_id = r.firmware_id \
            JOIN devices d ON d.tenant_id = r.tenant_id AND d.device_id = $2 \
@@ -82,8 +83,8 @@ fn offer(
            ORDER BY r.rollout_id LIMIT 1 \
            FOR SHARE OF r \
          ), offered AS ( \
-           INSERT INTO rollout_devices (tenant_id, rollout_id, device_id, from_version) \
-           SELECT tenant_id, rollout_id, $2, $4 FROM r \
+           INSERT INTO rollout_devices (tenant_id, rollout_id, device_id, from_version, stage) \
+           SELECT tenant_id, rollout_id, $2, $4, stage::int2 FROM r \
            ON CONFLICT (tenant_id, rollout_id, device_id) DO UPDATE \
              SET updated_at = rollout_devices.updated_at \
              WHERE rollout_devices.state IN ('offered', 'downloading', 'installing') \

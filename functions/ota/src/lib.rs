@@ -8,6 +8,7 @@
 //! | `POST /v1/ota/rollouts`, `GET /v1/ota/rollouts` | admin | [`rollouts`] |
 //! | `GET /v1/ota/rollouts/{id}` | admin | [`rollouts`] |
 //! | `POST /v1/ota/rollouts/{id}/advance\|pause\|resume\|abort` | admin | [`rollouts`] |
+//! | `GET /v1/ota/devices/{device_id}/rollouts` | admin | [`history`] |
 //! | `GET /v1/ota/check?version=` | device | [`check`] |
 //! | `POST /v1/ota/report` | device | [`report`] |
 //! | `GET /v1/ota/signing-key` | anyone | [`check`] |
@@ -23,6 +24,7 @@ mod cache;
 mod check;
 mod error;
 mod firmware;
+mod history;
 mod report;
 mod rollouts;
 
@@ -53,6 +55,7 @@ fn route(req: &Request) -> Response {
                 .get(|| rollouts::list(req)),
         ),
         ["v1", "ota", "rollouts", id] => Some(on.get(|| rollouts::get(req, id))),
+        ["v1", "ota", "devices", device, "rollouts"] => Some(on.get(|| history::list(req, device))),
         // An action that is not one names no resource: 404.
         ["v1", "ota", "rollouts", id, action] => {
             let action = RolloutAction::parse(action)?;

@@ -12,6 +12,8 @@
 //! on reports ([`halt_if_due`]). A device's check never writes: its cache rebuild only
 //! stops offering from a rollout that is due to halt ([`crate::cache::active`]).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use spin_sdk::http::{Request, Response};
@@ -180,8 +182,8 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
         )
     })?;
     cache::invalidate(tenant);
-    let (rollout, tally) = load_with_tally(&db, tenant, &id)?.ok_or_else(respond::internal)?;
-    let mut response = respond::json(201, &rollout.view(&tally));
+    let (rollout, counts) = load_with_tally(&db, tenant, &id)?.ok_or_else(respond::internal)?;
+    let mut response = respond::json(201, &rollout.view(&counts));
     response.set_header("location", format!("/v1/ota/rollouts/{id}"));
     Ok(response)
 }
@@ -219,10 +221,10 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
     let mut items = Vec::with_capacity(rows.rows.len());
     for row in &rows.rows {
         let rollout = Rollout::from_row(row)?;
-        let mut view = serde_json::to_value(rollout.view(&Tally::default()))
+        let mut view = serde_json::to_value(rollout.view(&Counts::default()))
             .map_err(|_| respond::internal())?;
         if let Some(object) = view.as_object_mut() {
-            for field in ["counts", "devices", "failure_rate"] {
+            for field in ["counts", "stage_counts", "devices", "failure_rate"] {
                 object.remove(field);
             }
         }
@@ -233,8 +235,9 @@ pub fn list(req: &Request) -> Result<Response, Problem> {
     }))
 }
 
-/// `GET /v1/ota/rollouts/{id}`: state, stage, counts, failure rate. Applies the halt
-/// rule first, so timeouts that pushed the rollout over its threshold halt it here.
+/// `GET /v1/ota/rollouts/{id}`: state, stage, counts (also per stage), failure rate.
+/// Applies the halt rule first, so timeouts that pushed the rollout over its threshold
+/// halt it here.
 pub fn get(req: &Request, id: &str) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Admin])?;
     let tenant = caller.tenant()?;
@@ -242,14 +245,14 @@ pub fn get(req: &Request, id: &str) -> Result<Response, Problem> {
         return Err(Problem::not_found());
     }
     let db = Db::open()?;
-    let (rollout, tally) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
-    if rollout.is_open() && rollout.rule().should_halt(&tally) {
+    let (rollout, counts) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
+    if rollout.is_open() && rollout.rule().should_halt(&counts.all) {
         db.transaction(|db| halt_if_due(db, tenant, id, &caller, "read"))?;
         cache::invalidate(tenant);
-        let (rollout, tally) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
-        return Ok(respond::json(200, &rollout.view(&tally)));
+        let (rollout, counts) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
+        return Ok(respond::json(200, &rollout.view(&counts)));
     }
-    Ok(respond::json(200, &rollout.view(&tally)))
+    Ok(respond::json(200, &rollout.view(&counts)))
 }
 
 /// `POST /v1/ota/rollouts/{id}/{action}`
@@ -310,8 +313,8 @@ pub fn act(req: &Request, id: &str, action: RolloutAction) -> Result<Response, P
     // A halt committed even when the action was refused: either way the cache is stale.
     cache::invalidate(tenant);
     outcome?;
-    let (rollout, tally) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
-    Ok(respond::json(200, &rollout.view(&tally)))
+    let (rollout, counts) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
+    Ok(respond::json(200, &rollout.view(&counts)))
 }
 
 /// A rollout row.
@@ -389,7 +392,15 @@ impl Rollout {
         matches!(self.state, RolloutState::Active | RolloutState::Paused)
     }
 
-    fn view(&self, tally: &Tally) -> RolloutView<'_> {
+    fn view(&self, counts: &Counts) -> RolloutView<'_> {
+        let tally = &counts.all;
+        let stage_counts = (0..=self.stage)
+            .map(|stage| StageCount {
+                stage,
+                percent: self.stages.percent(stage),
+                counts: counts.by_stage.get(&stage).copied().unwrap_or_default(),
+            })
+            .collect();
         RolloutView {
             id: &self.id,
             firmware_id: &self.firmware_id,
@@ -405,6 +416,7 @@ impl Rollout {
             state: self.state.as_str(),
             halt_reason: self.halt_reason.as_deref(),
             counts: *tally,
+            stage_counts,
             devices: tally.total(),
             failure_rate: tally.failure_rate(),
             created_at: time::rfc3339_ms(self.created_ms),
@@ -429,10 +441,28 @@ struct RolloutView<'a> {
     state: &'a str,
     halt_reason: Option<&'a str>,
     counts: Tally,
+    stage_counts: Vec<StageCount>,
     devices: u64,
     failure_rate: f64,
     created_at: String,
     updated_at: String,
+}
+
+/// One stage's devices in a rollout's read: those first offered it at that stage.
+#[derive(Serialize)]
+struct StageCount {
+    stage: usize,
+    percent: u8,
+    #[serde(flatten)]
+    counts: Tally,
+}
+
+/// A rollout's counts: all its devices, and per stage (index) at which they were
+/// first offered it (`rollout_devices.stage`). The per-stage tallies add up to `all`.
+#[derive(Default)]
+pub struct Counts {
+    pub all: Tally,
+    pub by_stage: BTreeMap<usize, Tally>,
 }
 
 /// The rollout and its counts, or `None` if the tenant has no such rollout.
@@ -440,7 +470,7 @@ pub fn load_with_tally(
     db: &Db,
     tenant: &TenantId,
     id: &str,
-) -> Result<Option<(Rollout, Tally)>, Problem> {
+) -> Result<Option<(Rollout, Counts)>, Problem> {
     let rows = db.query(
         &format!("{COLUMNS} WHERE r.tenant_id = $1 AND r.rollout_id = $2"),
         &[db::text(tenant.as_str()), db::text(id)],
@@ -449,8 +479,64 @@ pub fn load_with_tally(
         return Ok(None);
     };
     let rollout = Rollout::from_row(row)?;
-    let tally = tally(db, tenant, id)?;
-    Ok(Some((rollout, tally)))
+    let counts = stage_tallies(db, tenant, id)?;
+    Ok(Some((rollout, counts)))
+}
+
+/// The device counts of [`tally`], grouped by the stage each device was offered at,
+/// and their sum. One statement, so the two agree.
+pub fn stage_tallies(db: &Db, tenant: &TenantId, id: &str) -> Result<Counts, Problem> {
+    let rows = db.query(
+        &format!(
+            "SELECT d.stage::int8, {TALLY_COLUMNS} {TALLY_FROM} GROUP BY d.stage ORDER BY d.stage"
+        ),
+        &[db::text(tenant.as_str()), db::text(id)],
+    )?;
+    let mut counts = Counts::default();
+    for row in &rows.rows {
+        let stage: i64 = db::column(row, 0)?;
+        let stage = usize::try_from(stage).map_err(|_| corrupt("rollout_devices.stage"))?;
+        let tally = tally_from_row(&row[1..])?;
+        let all = &mut counts.all;
+        all.offered += tally.offered;
+        all.downloading += tally.downloading;
+        all.installing += tally.installing;
+        all.installed += tally.installed;
+        all.failed += tally.failed;
+        all.timed_out += tally.timed_out;
+        counts.by_stage.insert(stage, tally);
+    }
+    Ok(counts)
+}
+
+/// [`tally`]'s count columns, in [`tally_from_row`]'s order.
+const TALLY_COLUMNS: &str = "count(*) FILTER (WHERE d.state = 'offered' AND NOT late), \
+     count(*) FILTER (WHERE d.state = 'downloading' AND NOT late), \
+     count(*) FILTER (WHERE d.state = 'installing' AND NOT late), \
+     count(*) FILTER (WHERE d.state = 'installed'), \
+     count(*) FILTER (WHERE d.state = 'failed'), \
+     count(*) FILTER (WHERE late)";
+
+/// The rollout's devices (`d`), each with `late`: unfinished past its report deadline.
+const TALLY_FROM: &str = "FROM rollouts r JOIN rollout_devices d \
+       ON d.tenant_id = r.tenant_id AND d.rollout_id = r.rollout_id \
+     CROSS JOIN LATERAL (SELECT d.state IN ('offered', 'downloading', 'installing') \
+       AND d.offered_at + make_interval(secs => r.report_timeout_secs) <= clock_timestamp() AS late) l \
+     WHERE r.tenant_id = $1 AND r.rollout_id = $2";
+
+fn tally_from_row(row: &[DbValue]) -> Result<Tally, Problem> {
+    let count = |index: usize| -> Result<u64, Problem> {
+        let n: i64 = db::column(row, index)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    Ok(Tally {
+        offered: count(0)?,
+        downloading: count(1)?,
+        installing: count(2)?,
+        installed: count(3)?,
+        failed: count(4)?,
+        timed_out: count(5)?,
+    })
 }
 
 /// Locks the rollout row for the transaction.
@@ -466,34 +552,13 @@ pub fn lock(db: &Db, tenant: &TenantId, id: &str) -> Result<Option<Rollout>, Pro
 /// whose report deadline has passed is counted as timed out (and only there).
 pub fn tally(db: &Db, tenant: &TenantId, id: &str) -> Result<Tally, Problem> {
     let rows = db.query(
-        "SELECT count(*) FILTER (WHERE d.state = 'offered' AND NOT late), \
-                count(*) FILTER (WHERE d.state = 'downloading' AND NOT late), \
-                count(*) FILTER (WHERE d.state = 'installing' AND NOT late), \
-                count(*) FILTER (WHERE d.state = 'installed'), \
-                count(*) FILTER (WHERE d.state = 'failed'), \
-                count(*) FILTER (WHERE late) \
-         FROM rollouts r JOIN rollout_devices d \
-           ON d.tenant_id = r.tenant_id AND d.rollout_id = r.rollout_id \
-         CROSS JOIN LATERAL (SELECT d.state IN ('offered', 'downloading', 'installing') \
-           AND d.offered_at + make_interval(secs => r.report_timeout_secs) <= clock_timestamp() AS late) l \
-         WHERE r.tenant_id = $1 AND r.rollout_id = $2",
+        &format!("SELECT {TALLY_COLUMNS} {TALLY_FROM}"),
         &[db::text(tenant.as_str()), db::text(id)],
     )?;
     let Some(row) = rows.rows.first() else {
         return Ok(Tally::default());
     };
-    let count = |index: usize| -> Result<u64, Problem> {
-        let n: i64 = db::column(row, index)?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    };
-    Ok(Tally {
-        offered: count(0)?,
-        downloading: count(1)?,
-        installing: count(2)?,
-        installed: count(3)?,
-        failed: count(4)?,
-        timed_out: count(5)?,
-    })
+    tally_from_row(row)
 }
 
 /// Inside a transaction: locks the rollout, counts, and halts it if the rule says so.
