@@ -169,3 +169,30 @@ fn bounded(value: &str, max: usize) -> Result<String, String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_filters_are_dotted_names_or_prefixes() {
+        for good in ["device.created", "device.", "d", "token.minted"] {
+            assert_eq!(parse_action(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "",
+            ".device",
+            "Device.created",
+            "device created",
+            &"a".repeat(65),
+        ] {
+            assert!(parse_action(bad).is_err(), "{bad:?}");
+        }
+        assert!(bounded("a\u{1}b", MAX_ACTOR).is_err());
+        assert!(bounded("", MAX_TARGET).is_err());
+        assert_eq!(
+            bounded("alice@example.com", MAX_ACTOR).as_deref(),
+            Ok("alice@example.com")
+        );
+    }
+}

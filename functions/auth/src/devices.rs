@@ -838,3 +838,52 @@ impl DeviceView {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_cursors_round_trip_in_their_own_sort_only() {
+        let seen = ListCursor {
+            id: "sn:01".to_owned(),
+            seen_ms: Some(1_700_000_040_000),
+        };
+        let never = ListCursor {
+            id: "sn-2".to_owned(),
+            seen_ms: None,
+        };
+        let by_id = ListCursor {
+            id: "sn-3".to_owned(),
+            seen_ms: None,
+        };
+        for cursor in [&seen, &never] {
+            let text = cursor.encode(Sort::LastSeen);
+            assert_eq!(
+                ListCursor::decode(Sort::LastSeen, &text).as_ref(),
+                Some(cursor)
+            );
+            assert_eq!(ListCursor::decode(Sort::Id, &text), None, "{text}");
+        }
+        let text = by_id.encode(Sort::Id);
+        assert_eq!(ListCursor::decode(Sort::Id, &text), Some(by_id));
+        assert_eq!(ListCursor::decode(Sort::LastSeen, &text), None);
+        for bad in [
+            "zzzz".to_owned(),
+            query::encode_cursor(DEVICE_SEEN_CURSOR, "sn-1"),
+            query::encode_cursor(DEVICE_SEEN_CURSOR, "-5/sn-1"),
+            query::encode_cursor(DEVICE_SEEN_CURSOR, "x/sn-1"),
+            query::encode_cursor(DEVICE_SEEN_CURSOR, "never/.sn"),
+        ] {
+            assert_eq!(ListCursor::decode(Sort::LastSeen, &bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_search_is_made_of_id_characters() {
+        assert_eq!(parse_search(".x:1_-").as_deref(), Ok(".x:1_-"));
+        for bad in ["", "a b", "a/b", "é", &"a".repeat(129)] {
+            assert!(parse_search(bad).is_err(), "{bad:?}");
+        }
+    }
+}
