@@ -185,6 +185,14 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("  health: curl -s {scheme}://{}/healthz", host.addr());
     if let Some(token) = token {
         println!("  operator token (12 h): {token}");
+        if manifest.components.contains_key("console") {
+            // The token rides in the fragment, which browsers never send: it reaches
+            // neither the server nor its access log.
+            println!(
+                "  console: {scheme}://{}/console/#token={token}",
+                browser_addr(host.addr())
+            );
+        }
     }
 
     wait_for_shutdown().await;
@@ -337,6 +345,17 @@ fn limits(args: &UpArgs) -> Limits {
         max_connections_per_client: args.max_connections_per_client,
         ..Limits::default()
     }
+}
+
+/// The address a browser on this machine reaches the server at: a wildcard listen
+/// address (`0.0.0.0`, `[::]`) becomes the loopback one.
+fn browser_addr(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    std::net::SocketAddr::new(ip, addr.port())
 }
 
 /// A 12-hour operator token to print, when there is a token signing key.
