@@ -31,6 +31,7 @@ use toaster_setup::{database, localpg};
 
 pub mod aggregate;
 pub mod app;
+pub mod console;
 pub mod control;
 pub mod hardening;
 pub mod host;
@@ -57,11 +58,12 @@ pub use report::{machine, write_sections};
 use server::{ServeSpec, ServerProcess};
 
 /// Every scenario, in the order `toaster bench` runs them.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "host",
     "auth",
     "ota",
     "control",
+    "console",
     "ingest",
     "aggregate",
     "soak",
@@ -108,7 +110,7 @@ pub struct BenchArgs {
     /// Seconds (or e.g. 10s) per measurement point.
     #[arg(long, default_value = "5s", value_parser = toaster_setup::duration::parse)]
     pub duration: Duration,
-    /// Scenarios to run: host, auth, ota, control, ingest, aggregate, soak (repeatable; default
+    /// Scenarios to run: host, auth, ota, control, console, ingest, aggregate, soak (repeatable; default
     /// all of these), spin (the same app on our host and on Spin; needs --spin-bin),
     /// hardening (the host under a stalled-body attack; memory after a burst).
     #[arg(long = "scenario")]
@@ -385,6 +387,16 @@ async fn app_scenarios(
         let mut body = control::control_poll(app, d).await?;
         body.push_str(&host_peak_note(app.peak_rss()));
         report.add("control", body, started);
+    }
+    if wants("console") {
+        eprintln!(
+            "bench console: static answers vs the trivial component; first loads in Chromium"
+        );
+        let started = Instant::now();
+        app.fresh_server().await?;
+        let mut body = console::console(app, &opts.workspace, d).await?;
+        body.push_str(&host_peak_note(app.peak_rss()));
+        report.add("console", body, started);
     }
     if wants("aggregate") {
         eprintln!("bench aggregate: loading 10.8M readings, then 30-day 1h queries vs raw SQL");
