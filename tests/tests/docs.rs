@@ -83,6 +83,7 @@ doc_tests! {
     identity => "docs/identity.md",
     ota => "docs/ota.md",
     control => "docs/control.md",
+    console => "docs/console.md",
     aggregation => "docs/aggregation.md",
     simulate => "docs/simulate.md",
     cli => "docs/cli.md",
