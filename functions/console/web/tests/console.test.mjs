@@ -273,6 +273,44 @@ describe("the console", () => {
     await context.close();
   });
 
+  test("a release and a rollout created with the forms, stages edited", async () => {
+    // One 422 is expected: the bad version below.
+    const { page, clean, context } = await open({ allowStatus: [422] });
+    await signInWithLink(page, ADMIN);
+    await page.getByRole("link", { name: "Firmware & rollouts" }).click();
+    const release = page.getByRole("form", { name: "new firmware" });
+    await release.locator("input[name=firmware_model]").fill("sensor");
+    await release.locator("input[name=firmware_version]").fill("1.1.0");
+    await release.locator("input[name=firmware_url]").fill("https://firmware.example.com/sensor-1.1.0.bin");
+    await release.locator("input[name=firmware_sha256]").fill("cd".repeat(32));
+    await release.locator("input[name=firmware_size]").fill("524288");
+    await release.getByRole("button", { name: "Create release" }).click();
+    const created = await release.locator(".ok").textContent({ timeout: 10000 });
+    const firmwareId = created.match(/fw_[0-9a-f]{16}/)[0];
+    const firmware = await api("GET", `/v1/ota/firmware/${firmwareId}`, ADMIN);
+    assert.equal(firmware.body.version, "1.1.0");
+
+    // A bad value is refused with the field named, and nothing is created.
+    await release.locator("input[name=firmware_model]").fill("sensor");
+    await release.locator("input[name=firmware_version]").fill("not-a-version");
+    await release.getByRole("button", { name: "Create release" }).click();
+    await release.getByRole("alert").getByText("/version").waitFor();
+
+    const rollout = page.getByRole("form", { name: "new rollout" });
+    await rollout.locator("select[name=rollout_firmware]").selectOption(firmwareId);
+    await rollout.locator("input[name=rollout_channel]").fill("beta");
+    await rollout.getByRole("button", { name: "remove stage 2" }).click();
+    await rollout.getByLabel("stage 1 percent").fill("5");
+    await rollout.getByRole("button", { name: "Start rollout" }).click();
+    await page.getByRole("heading", { name: /^Rollout ro_/ }).waitFor();
+    const id = page.url().split("/").pop();
+    const started = await api("GET", `/v1/ota/rollouts/${id}`, ADMIN);
+    assert.deepEqual(started.body.stages, [5, 50, 100]);
+    assert.equal(started.body.selector.channel, "beta");
+    await clean();
+    await context.close();
+  });
+
   test("the audit log, filtered", async () => {
     const { page, clean, context } = await open();
     await signInWithLink(page, ADMIN);
