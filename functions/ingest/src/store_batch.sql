@@ -21,7 +21,7 @@
 -- Two more writes for the fleet view (0008_console_api.sql):
 -- - `ingest_minutes`: the number of rows inserted is added to the tenant's row for the
 --   UTC minute of receipt (now(), date_bin from the epoch) and the device's shard
---   (hashtext(device_id) & 15); nothing when nothing was inserted;
+--   (hashtext(device_id) & 255, 0010_ingest_minute_shards.sql); nothing when nothing was inserted;
 -- - `devices.last_seen_at`: set to the minute of receipt when it is NULL or at least
 --   60 s old (so most batches write nothing there), for any batch within the
 --   retention window, resent or not. The row is locked with SKIP LOCKED: when another
@@ -111,7 +111,7 @@ seen AS (
 ),
 ingest_minute AS (
     INSERT INTO ingest_minutes AS o (tenant_id, minute, shard, readings)
-    SELECT $1, (SELECT minute FROM receipt), (hashtext($2) & 15)::int2, count(*)
+    SELECT $1, (SELECT minute FROM receipt), (hashtext($2) & 255)::int2, count(*)
     FROM stored
     HAVING count(*) > 0
     ON CONFLICT (tenant_id, minute, shard) DO UPDATE SET readings = o.readings + excluded.readings

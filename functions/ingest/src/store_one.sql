@@ -73,7 +73,7 @@ seen AS (
 ),
 ingest_minute AS (
     INSERT INTO ingest_minutes AS o (tenant_id, minute, shard, readings)
-    SELECT $1, (SELECT minute FROM receipt), (hashtext($2) & 15)::int2, 1
+    SELECT $1, (SELECT minute FROM receipt), (hashtext($2) & 255)::int2, 1
     FROM stored
     ON CONFLICT (tenant_id, minute, shard) DO UPDATE SET readings = o.readings + 1
 )
