@@ -1,5 +1,6 @@
-//! The audit log: one row per admin change, written in the same transaction as the
-//! change itself, so the log and the data never disagree. `GET /v1/audit` lists the
+//! The audit log: one row per admin change, written by the same SQL statement as the
+//! change itself (a data-modifying CTE beside it, [`INSERT`]), so the log and the data
+//! never disagree. `GET /v1/audit` lists the
 //! caller's tenant's entries, newest first, with a cursor.
 //!
 //! Actions: `tenant.created`, `token.minted`, `token.revoked`, `device.created`,
@@ -11,7 +12,6 @@
 use serde::Serialize;
 use serde_json::Value;
 use spin_sdk::http::{Request, Response};
-use toaster_core::ids::TenantId;
 use toaster_core::problem::Problem;
 use toaster_core::token::Role;
 use toaster_platform::auth::{self, Caller};
@@ -34,29 +34,11 @@ impl<'a> From<&'a Caller> for Actor<'a> {
     }
 }
 
-/// Appends an entry. Call inside the change's transaction.
-pub fn record(
-    db: &Db,
-    tenant: &TenantId,
-    actor: &Actor<'_>,
-    action: &str,
-    target: &str,
-    details: Value,
-) -> Result<(), Problem> {
-    db.execute(
-        "INSERT INTO audit_log (tenant_id, actor_role, actor, action, target, details) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[
-            db::text(tenant.as_str()),
-            db::text(actor.role),
-            db::text(actor.name),
-            db::text(action),
-            db::text(target),
-            db::jsonb(&details),
-        ],
-    )?;
-    Ok(())
-}
+/// The head of an entry's insert, for a CTE of the statement that makes the change:
+/// `a AS (INSERT … SELECT tenant, role, actor, action, target, details FROM changed)`,
+/// so an entry is written exactly when the change is, and not when it is refused.
+pub const INSERT: &str =
+    "INSERT INTO audit_log (tenant_id, actor_role, actor, action, target, details)";
 
 #[derive(Serialize)]
 struct Entry {

@@ -4,12 +4,12 @@
 //! (`POST /v1/provision`, no other credential) and is registered in the claim's
 //! tenant.
 //!
-//! Quota and expiry hold under races: one unit of quota is spent by a single
-//! conditional `UPDATE … WHERE used < quota AND expires_at > now()` in the same
-//! transaction as the device insert. Concurrent provisioning of the last slot
-//! serialises on the claim's row; the loser re-reads `used` and matches nothing. If
-//! the insert then fails (the device id is taken), the transaction rolls back and the
-//! unit is not spent.
+//! Quota and expiry hold under races: one unit of quota is spent by a conditional
+//! `UPDATE … WHERE used < quota AND expires_at > now()` in the same statement as the
+//! device insert (data-modifying CTEs). Concurrent provisioning of the last slot
+//! serialises on the claim's row; the loser re-checks `used` and matches nothing. If
+//! the insert then fails (the device id is taken: a unique violation), the whole
+//! statement fails and the unit is not spent.
 //!
 //! Provisioning takes no token, so its refusals are throttled per client address and
 //! per claim token ([`toaster_platform::throttle`]); successes never count, so a fleet
@@ -35,7 +35,7 @@ use toaster_platform::throttle::{Credential, Throttle};
 use toaster_platform::{body, respond, time};
 
 use crate::audit::{self, Actor};
-use crate::devices::{self, NewDeviceRow};
+use crate::devices;
 use crate::error::AuthError;
 use crate::secrets;
 
@@ -97,41 +97,38 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     let claim_id = secrets::new_claim_id()?;
     // Bounded above, so the product fits easily.
     let expires_ms = time::now_ms() + (new.expires_in_secs as i64) * 1000;
+    let details = json!({
+        "model": new.model, "channel": new.channel, "tags": tags,
+        "quota": new.quota, "expires_at": time::rfc3339_ms(expires_ms),
+    });
     let db = Db::open()?;
-    db.transaction(|db| {
-        db.try_execute(
-            "INSERT INTO claims (tenant_id, claim_id, token_hash, model, channel, tags, quota, expires_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::int8 / 1000.0), $9)",
-            &[
-                db::text(tenant.as_str()),
-                db::text(claim_id.as_str()),
-                db::bytea(secrets::claim_token_hash(&token)),
-                db::text(new.model.as_str()),
-                db::text(new.channel.as_str()),
-                db::text_array_param(&tags),
-                db::Param::Int32(new.quota as i32),
-                db::int8(expires_ms),
-                db::text(caller.subject.as_str()),
-            ],
-        )
-        .map_err(|e| {
-            if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
-                AuthError::NoTenant.into()
-            } else {
-                db::unavailable_or_internal(&e)
-            }
-        })?;
-        audit::record(
-            db,
-            tenant,
-            &Actor::from(&caller),
-            "claim.created",
-            &claim_id,
-            json!({
-                "model": new.model, "channel": new.channel, "tags": tags,
-                "quota": new.quota, "expires_at": time::rfc3339_ms(expires_ms),
-            }),
-        )
+    db.try_execute(
+        &format!(
+            "WITH c AS (INSERT INTO claims (tenant_id, claim_id, token_hash, model, channel, tags, quota, expires_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::int8 / 1000.0), $9) RETURNING tenant_id, claim_id) \
+             {} SELECT tenant_id, $10::text, $9::text, 'claim.created', claim_id, $11::jsonb FROM c",
+            audit::INSERT
+        ),
+        &[
+            db::text(tenant.as_str()),
+            db::text(claim_id.as_str()),
+            db::bytea(secrets::claim_token_hash(&token)),
+            db::text(new.model.as_str()),
+            db::text(new.channel.as_str()),
+            db::text_array_param(&tags),
+            db::Param::Int32(new.quota as i32),
+            db::int8(expires_ms),
+            db::text(caller.subject.as_str()),
+            db::text(Actor::from(&caller).role),
+            db::jsonb(&details),
+        ],
+    )
+    .map_err(|e| {
+        if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
+            Problem::from(AuthError::NoTenant)
+        } else {
+            db::unavailable_or_internal(&e)
+        }
     })?;
     let mut response = respond::json(
         201,
@@ -290,35 +287,28 @@ pub fn revoke(req: &Request, claim: &str) -> Result<Response, Problem> {
     let tenant = caller.tenant()?;
     let claim = claim_in_path(claim)?;
     let db = Db::open()?;
-    db.transaction(|db| {
-        let rows = db.query(
-            "SELECT revoked_at IS NOT NULL, used, quota FROM claims \
-             WHERE tenant_id = $1 AND claim_id = $2 FOR UPDATE",
-            &[db::text(tenant.as_str()), db::text(claim.as_str())],
-        )?;
-        let row = rows.rows.first().ok_or_else(Problem::not_found)?;
-        if db::column::<bool>(row, 0)? {
-            return Ok(());
-        }
-        let (used, quota): (i32, i32) = (db::column(row, 1)?, db::column(row, 2)?);
-        db.execute(
-            "UPDATE claims SET revoked_at = now(), revoked_by = $3 \
-             WHERE tenant_id = $1 AND claim_id = $2",
-            &[
-                db::text(tenant.as_str()),
-                db::text(claim.as_str()),
-                db::text(caller.subject.as_str()),
-            ],
-        )?;
-        audit::record(
-            db,
-            tenant,
-            &Actor::from(&caller),
-            "claim.revoked",
-            &claim,
-            json!({"used": used, "quota": quota}),
-        )
-    })?;
+    // Revoked once: a second revocation (or the loser of two at once, which re-checks
+    // `revoked_at` after the winner's commit) updates nothing and audits nothing.
+    let rows = db.query(
+        &format!(
+            "WITH r AS (UPDATE claims SET revoked_at = now(), revoked_by = $3 \
+             WHERE tenant_id = $1 AND claim_id = $2 AND revoked_at IS NULL RETURNING used, quota), \
+             a AS ({} SELECT $1::text, $4::text, $3::text, 'claim.revoked', $2::text, \
+             jsonb_build_object('used', used, 'quota', quota) FROM r) \
+             SELECT EXISTS (SELECT 1 FROM claims WHERE tenant_id = $1 AND claim_id = $2)",
+            audit::INSERT
+        ),
+        &[
+            db::text(tenant.as_str()),
+            db::text(claim.as_str()),
+            db::text(caller.subject.as_str()),
+            db::text(Actor::from(&caller).role),
+        ],
+    )?;
+    let row = rows.rows.first().ok_or_else(respond::internal)?;
+    if !db::column::<bool>(row, 0)? {
+        return Err(Problem::not_found());
+    }
     Ok(respond::empty(204))
 }
 
@@ -376,71 +366,84 @@ fn provision_throttled(req: &Request, throttle: &mut Throttle) -> Result<Respons
     let hash = secrets::claim_token_hash(&request.claim_token);
 
     let db = Db::open()?;
-    let (tenant, view) = db.transaction(|db| {
-        let claimed = db.query(
-            "UPDATE claims SET used = used + 1 \
-             WHERE token_hash = $1 AND used < quota AND expires_at > now() AND revoked_at IS NULL \
-             RETURNING tenant_id, claim_id, model, channel, tags",
-            &[db::bytea(hash)],
-        )?;
-        let Some(row) = claimed.rows.first() else {
-            return Err(refused());
-        };
-        let stored = |e| {
-            eprintln!("auth: a claim holds an invalid value: {e}");
-            respond::internal()
-        };
-        let tenant = TenantId::parse(&db::column::<String>(row, 0)?).map_err(stored)?;
-        let claim_id: String = db::column(row, 1)?;
-        let model = Model::parse(&db::column::<String>(row, 2)?).map_err(stored)?;
-        let channel = Channel::parse(&db::column::<String>(row, 3)?).map_err(stored)?;
-        let mut tags = db::text_array(row, 4)?
-            .iter()
-            .map(|t| Tag::parse(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(stored)?;
-        tags.extend(request.tags.iter().cloned());
-        let tags = devices::check_tags("/tags", tags)?;
+    // The claim as it is now, to refuse early and to merge its tags; the statement
+    // below checks its quota, expiry and revocation again as it spends a unit. A
+    // claim's tenant, model, channel and tags never change.
+    let claimed = db.query(
+        "SELECT tenant_id, claim_id, model, channel, tags FROM claims \
+         WHERE token_hash = $1 AND used < quota AND expires_at > now() AND revoked_at IS NULL",
+        &[db::bytea(hash)],
+    )?;
+    let Some(row) = claimed.rows.first() else {
+        return Err(refused());
+    };
+    let stored = |e| {
+        eprintln!("auth: a claim holds an invalid value: {e}");
+        respond::internal()
+    };
+    let tenant = TenantId::parse(&db::column::<String>(row, 0)?).map_err(stored)?;
+    let claim_id: String = db::column(row, 1)?;
+    let model = Model::parse(&db::column::<String>(row, 2)?).map_err(stored)?;
+    let channel = Channel::parse(&db::column::<String>(row, 3)?).map_err(stored)?;
+    let mut tags = db::text_array(row, 4)?
+        .iter()
+        .map(|t| Tag::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(stored)?;
+    tags.extend(request.tags.iter().cloned());
+    let tags = devices::check_tags("/tags", tags)?;
 
-        let new = NewDeviceRow {
-            tenant: &tenant,
-            id: &request.device_id,
-            model: &model,
-            channel: &channel,
-            tags: &tags,
-            key: &key,
-            claim_id: Some(&claim_id),
-        };
-        if !devices::insert(db, &new)? {
-            return Err(AuthError::DeviceExists.into());
-        }
-        audit::record(
-            db,
-            &tenant,
-            &Actor {
-                role: "claim",
-                name: &claim_id,
-            },
-            "device.provisioned",
-            request.device_id.as_str(),
-            json!({
-                "claim_id": claim_id, "model": model, "channel": channel, "tags": tags,
-                "key": {"algorithm": key.algorithm().jws_alg(), "fingerprint": key.fingerprint()},
-            }),
-        )?;
-        let view = Provisioned {
-            tenant_id: tenant.to_string(),
-            device_id: request.device_id.to_string(),
-            model: model.to_string(),
-            channel: channel.to_string(),
-            tags,
-            status: DeviceStatus::Active.as_str(),
-            key_generation: 1,
-            token_endpoint: "/v1/auth/token",
-            audience: AUDIENCE,
-        };
-        Ok((tenant, view))
-    })?;
+    let details = json!({
+        "claim_id": claim_id, "model": model, "channel": channel, "tags": tags,
+        "key": {"algorithm": key.algorithm().jws_alg(), "fingerprint": key.fingerprint()},
+    });
+    // One statement: the unit spent, the device and its key inserted, the entry
+    // audited. A taken device id is a unique violation that undoes all of it.
+    let provisioned = db
+        .try_query(
+            &format!(
+                "WITH c AS (UPDATE claims SET used = used + 1 \
+                 WHERE tenant_id = $1 AND claim_id = $2 \
+                 AND used < quota AND expires_at > now() AND revoked_at IS NULL \
+                 RETURNING tenant_id, claim_id), \
+                 d AS (INSERT INTO devices (tenant_id, device_id, model, channel, tags, claim_id) \
+                 SELECT tenant_id, $3, $4, $5, $6, claim_id FROM c RETURNING tenant_id, device_id), \
+                 k AS (INSERT INTO device_keys (tenant_id, device_id, state, algorithm, public_key_pem, fingerprint) \
+                 SELECT tenant_id, device_id, 'current', $7, $8, $9 FROM d), \
+                 a AS ({} SELECT tenant_id, 'claim', $2::text, 'device.provisioned', device_id, $10::jsonb FROM d) \
+                 SELECT count(*) FROM d",
+                audit::INSERT
+            ),
+            &[
+                db::text(tenant.as_str()),
+                db::text(claim_id.as_str()),
+                db::text(request.device_id.as_str()),
+                db::text(model.as_str()),
+                db::text(channel.as_str()),
+                db::text_array_param(&tags),
+                db::text(key.algorithm().jws_alg()),
+                db::text(key.to_pem()),
+                db::text(key.fingerprint()),
+                db::jsonb(&details),
+            ],
+        )
+        .map_err(|e| devices::insert_failed(&e))?;
+    let row = provisioned.rows.first().ok_or_else(respond::internal)?;
+    if db::column::<i64>(row, 0)? == 0 {
+        // Spent, expired or revoked since it was read.
+        return Err(refused());
+    }
+    let view = Provisioned {
+        tenant_id: tenant.to_string(),
+        device_id: request.device_id.to_string(),
+        model: model.to_string(),
+        channel: channel.to_string(),
+        tags,
+        status: DeviceStatus::Active.as_str(),
+        key_generation: 1,
+        token_endpoint: "/v1/auth/token",
+        audience: AUDIENCE,
+    };
     devices::cache_state(&tenant, &request.device_id, DeviceStatus::Active, 1);
     Ok(respond::json(201, &view))
 }

@@ -56,32 +56,37 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     let tags = check_tags("/tags", new.tags)?;
     let key = parse_key("/public_key", &new.public_key)?;
 
+    let details = json!({
+        "model": new.model, "channel": new.channel, "tags": tags,
+        "key": {"algorithm": key.algorithm().jws_alg(), "fingerprint": key.fingerprint()},
+    });
     let db = Db::open()?;
-    db.transaction(|db| {
-        let row = NewDeviceRow {
-            tenant,
-            id: &new.id,
-            model: &new.model,
-            channel: &new.channel,
-            tags: &tags,
-            key: &key,
-            claim_id: None,
-        };
-        if !insert(db, &row)? {
-            return Err(AuthError::DeviceExists.into());
-        }
-        audit::record(
-            db,
-            tenant,
-            &Actor::from(&caller),
-            "device.created",
-            new.id.as_str(),
-            json!({
-                "model": new.model, "channel": new.channel, "tags": tags,
-                "key": {"algorithm": key.algorithm().jws_alg(), "fingerprint": key.fingerprint()},
-            }),
-        )
-    })?;
+    // One statement: the device, its current key and the audit entry, or (the id is
+    // taken in the tenant: a unique violation) none of them.
+    db.try_execute(
+        &format!(
+            "WITH d AS (INSERT INTO devices (tenant_id, device_id, model, channel, tags) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING tenant_id, device_id), \
+             k AS (INSERT INTO device_keys (tenant_id, device_id, state, algorithm, public_key_pem, fingerprint) \
+             SELECT tenant_id, device_id, 'current', $6, $7, $8 FROM d) \
+             {} SELECT tenant_id, $9::text, $10::text, 'device.created', device_id, $11::jsonb FROM d",
+            audit::INSERT
+        ),
+        &[
+            db::text(tenant.as_str()),
+            db::text(new.id.as_str()),
+            db::text(new.model.as_str()),
+            db::text(new.channel.as_str()),
+            db::text_array_param(&tags),
+            db::text(key.algorithm().jws_alg()),
+            db::text(key.to_pem()),
+            db::text(key.fingerprint()),
+            db::text(Actor::from(&caller).role),
+            db::text(caller.subject.as_str()),
+            db::jsonb(&details),
+        ],
+    )
+    .map_err(|e| insert_failed(&e))?;
     cache_state(tenant, &new.id, DeviceStatus::Active, 1);
     let view = load(&db, tenant, &new.id, true)?.ok_or_else(respond::internal)?;
     let mut response = respond::json(201, &view);
@@ -89,71 +94,15 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     Ok(response)
 }
 
-/// A device to register, by an admin or through a claim.
-pub struct NewDeviceRow<'a> {
-    pub tenant: &'a TenantId,
-    pub id: &'a DeviceId,
-    pub model: &'a Model,
-    pub channel: &'a Channel,
-    pub tags: &'a [Tag],
-    pub key: &'a DevicePublicKey,
-    pub claim_id: Option<&'a str>,
-}
-
-/// Inserts the device and its current key; `false` if the id is taken in the tenant.
-/// Call inside a transaction.
-pub fn insert(db: &Db, row: &NewDeviceRow<'_>) -> Result<bool, Problem> {
-    let inserted = db
-        .try_query(
-            "INSERT INTO devices (tenant_id, device_id, model, channel, tags, claim_id) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, device_id) DO NOTHING \
-             RETURNING 1",
-            &[
-                db::text(row.tenant.as_str()),
-                db::text(row.id.as_str()),
-                db::text(row.model.as_str()),
-                db::text(row.channel.as_str()),
-                db::text_array_param(row.tags),
-                db::opt_text(row.claim_id),
-            ],
-        )
-        .map_err(|e| {
-            if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
-                // An admin token minted offline for a tenant nobody created.
-                AuthError::NoTenant.into()
-            } else {
-                db::unavailable_or_internal(&e)
-            }
-        })?;
-    if inserted.rows.is_empty() {
-        return Ok(false);
+/// The problem for a failed statement that inserts a device: 409 when the id is taken
+/// in the tenant, 403 when the tenant does not exist (an admin token minted offline for
+/// a tenant nobody created), else 503 or 500.
+pub fn insert_failed(error: &spin_sdk::pg4::PgError) -> Problem {
+    match db::sqlstate(error) {
+        Some(db::UNIQUE_VIOLATION) => AuthError::DeviceExists.into(),
+        Some(db::FOREIGN_KEY_VIOLATION) => AuthError::NoTenant.into(),
+        _ => db::unavailable_or_internal(error),
     }
-    insert_key(db, row.tenant, row.id, "current", row.key)?;
-    Ok(true)
-}
-
-fn insert_key(
-    db: &Db,
-    tenant: &TenantId,
-    device: &DeviceId,
-    state: &str,
-    key: &DevicePublicKey,
-) -> Result<(), Problem> {
-    db.execute(
-        "INSERT INTO device_keys (tenant_id, device_id, state, algorithm, public_key_pem, fingerprint) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (tenant_id, device_id, state) DO UPDATE SET algorithm = excluded.algorithm, \
-         public_key_pem = excluded.public_key_pem, fingerprint = excluded.fingerprint, created_at = now()",
-        &[
-            db::text(tenant.as_str()),
-            db::text(device.as_str()),
-            db::text(state),
-            db::text(key.algorithm().jws_alg()),
-            db::text(key.to_pem()),
-            db::text(key.fingerprint()),
-        ],
-    )?;
-    Ok(())
 }
 
 /// `GET /v1/devices?model=&channel=&tag=&status=&q=&sort=&limit=&cursor=`
@@ -412,7 +361,7 @@ struct DevicePatch {
 }
 
 /// `PATCH /v1/devices/{id}`: enable/disable, start or complete a key rotation, change
-/// channel or tags. Applied in that order, in one transaction.
+/// channel or tags. Applied in that order, in one statement ([`patch_once`]).
 pub fn patch(req: &Request, device: &str) -> Result<Response, Problem> {
     let caller = auth::authenticate(req, &[Role::Admin])?;
     let tenant = caller.tenant()?;
@@ -438,135 +387,223 @@ pub fn patch(req: &Request, device: &str) -> Result<Response, Problem> {
     let actor = Actor::from(&caller);
 
     let db = Db::open()?;
-    let (status, generation) = db.transaction(|db| {
-        let (mut status, mut generation) =
-            lock(db, tenant, &device)?.ok_or_else(Problem::not_found)?;
-        if status == DeviceStatus::Decommissioned {
-            return Err(LifecycleError::Decommissioned.into());
+    let request = Patch {
+        new_key: new_key.as_ref(),
+        complete_rotation: patch.complete_rotation == Some(true),
+        status: patch.status,
+        channel: patch.channel.as_ref(),
+        tags: tags.as_deref(),
+    };
+    let mut outcome = None;
+    for _ in 0..MAX_ATTEMPTS {
+        outcome = patch_once(&db, tenant, &device, &actor, &request)?;
+        if outcome.is_some() {
+            break;
         }
-        if let Some(key) = &new_key {
-            start_rotation(db, tenant, &device, &actor, key)?;
-        }
-        if patch.complete_rotation == Some(true) {
-            finish_rotation(db, tenant, &device, &actor)?;
-            generation += 1;
-        }
-        if let Some(requested) = patch.status {
-            let action = match requested {
-                RequestedStatus::Active => DeviceAction::Enable,
-                RequestedStatus::Disabled => DeviceAction::Disable,
-            };
-            let change = lifecycle::transition(status, action)?;
-            status = change.status;
-            generation += i64::from(change.bump_generation);
-            if let Some(what) = change.audit {
-                audit::record(db, tenant, &actor, what, device.as_str(), json!({}))?;
-            }
-        }
-        if patch.channel.is_some() || tags.is_some() {
-            audit::record(
-                db,
-                tenant,
-                &actor,
-                "device.updated",
-                device.as_str(),
-                json!({"channel": patch.channel, "tags": tags}),
-            )?;
-        }
-        db.execute(
-            "UPDATE devices SET status = $3, key_generation = $4, \
-             channel = coalesce($5, channel), tags = coalesce($6::text[], tags), updated_at = now() \
-             WHERE tenant_id = $1 AND device_id = $2",
-            &[
-                db::text(tenant.as_str()),
-                db::text(device.as_str()),
-                db::text(status.as_str()),
-                db::int8(generation),
-                db::opt_text(patch.channel.as_ref().map(|c| c.to_string())),
-                tags.as_deref()
-                    .map_or(db::null(), db::text_array_param),
-            ],
-        )?;
-        Ok((status, generation))
-    })?;
+    }
+    let Some((status, generation)) = outcome else {
+        return Err(busy());
+    };
     cache_state(tenant, &device, status, generation);
     let view = load(&db, tenant, &device, true)?.ok_or_else(Problem::not_found)?;
     Ok(respond::json(200, &view))
 }
 
-/// `PATCH {"public_key"}`: adds `key` as the device's pending key, audited. 409 if it
-/// is already the current one. Inside the patch's transaction.
-fn start_rotation(
+/// How often a change decided on a read is tried before giving up with 503 (see
+/// [`patch_once`]). A miss means the device row changed between the read and the
+/// write, which takes another writer at that very moment.
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// 503: the device kept changing under [`MAX_ATTEMPTS`] attempts.
+pub fn busy() -> Problem {
+    Problem::unavailable(db::RETRY_AFTER_SECS)
+        .with_detail("the device is being changed by other requests; retry later")
+}
+
+/// What a `PATCH` asks, validated.
+struct Patch<'a> {
+    new_key: Option<&'a DevicePublicKey>,
+    complete_rotation: bool,
+    status: Option<RequestedStatus>,
+    channel: Option<&'a Channel>,
+    tags: Option<&'a [Tag]>,
+}
+
+/// A key row to write (`jsonb_to_recordset` in [`patch_once`]); `created_us` `None`
+/// for a key added now.
+#[derive(Serialize)]
+struct KeyWrite {
+    state: &'static str,
+    algorithm: String,
+    public_key_pem: String,
+    fingerprint: String,
+    created_us: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct StoredKey {
+    algorithm: String,
+    public_key_pem: String,
+    fingerprint: String,
+    created_us: i64,
+}
+
+/// What [`patch_once`] decides on: the device's status, key generation, row version,
+/// current key's fingerprint and pending key. 404 if the tenant has no such device.
+type PatchBasis = (DeviceStatus, i64, String, Option<String>, Option<KeyWrite>);
+
+fn read_for_patch(db: &Db, tenant: &TenantId, device: &DeviceId) -> Result<PatchBasis, Problem> {
+    let rows = db.query(
+        "SELECT d.status, d.key_generation, d.xmin::text, \
+         (SELECT k.fingerprint FROM device_keys k WHERE k.tenant_id = d.tenant_id \
+          AND k.device_id = d.device_id AND k.state = 'current'), \
+         (SELECT jsonb_build_object('algorithm', k.algorithm, 'public_key_pem', k.public_key_pem, \
+          'fingerprint', k.fingerprint, 'created_us', (extract(epoch from k.created_at) * 1000000)::int8) \
+          FROM device_keys k WHERE k.tenant_id = d.tenant_id AND k.device_id = d.device_id \
+          AND k.state = 'pending') \
+         FROM devices d WHERE d.tenant_id = $1 AND d.device_id = $2",
+        &[db::text(tenant.as_str()), db::text(device.as_str())],
+    )?;
+    let row = rows.rows.first().ok_or_else(Problem::not_found)?;
+    let status: String = db::column(row, 0)?;
+    let status = DeviceStatus::parse(&status).ok_or_else(respond::internal)?;
+    let generation: i64 = db::column(row, 1)?;
+    let version: String = db::column(row, 2)?;
+    let current: Option<String> = db::column(row, 3)?;
+    let pending: Option<Value> = db::column(row, 4)?;
+    let pending = pending
+        .map(|v| {
+            serde_json::from_value::<StoredKey>(v).map_err(|e| {
+                eprintln!("auth: unreadable pending key: {e}");
+                respond::internal()
+            })
+        })
+        .transpose()?
+        .map(|k| KeyWrite {
+            state: "pending",
+            algorithm: k.algorithm,
+            public_key_pem: k.public_key_pem,
+            fingerprint: k.fingerprint,
+            created_us: Some(k.created_us),
+        });
+    Ok((status, generation, version, current, pending))
+}
+
+/// One attempt at a `PATCH`: reads the device (status, key generation, keys, and the
+/// row version `xmin`), decides in Rust (lifecycle, rotation; 404 and 409 here), then
+/// writes everything in one statement (device row, keys, audit entries) that applies
+/// only if the row is still the version read. `None` when it was not (another write
+/// came between): nothing was written, and the caller tries again. Every change to a
+/// device's status, generation or keys updates its row, so the version covers them.
+fn patch_once(
     db: &Db,
     tenant: &TenantId,
     device: &DeviceId,
     actor: &Actor,
-    key: &DevicePublicKey,
-) -> Result<(), Problem> {
-    let current = current_fingerprint(db, tenant, device)?;
-    if current.as_deref() == Some(key.fingerprint().as_str()) {
-        return Err(AuthError::AlreadyCurrentKey.into());
+    patch: &Patch<'_>,
+) -> Result<Option<(DeviceStatus, i64)>, Problem> {
+    let (mut status, mut generation, version, current, mut pending) =
+        read_for_patch(db, tenant, device)?;
+    if status == DeviceStatus::Decommissioned {
+        return Err(LifecycleError::Decommissioned.into());
     }
-    insert_key(db, tenant, device, "pending", key)?;
-    audit::record(
-        db,
-        tenant,
-        actor,
-        "device.key_rotation_started",
-        device.as_str(),
-        json!({"algorithm": key.algorithm().jws_alg(), "fingerprint": key.fingerprint()}),
-    )
-}
-
-/// `PATCH {"complete_rotation": true}`: the pending key becomes current, audited; the
-/// caller bumps the key generation. 409 when no rotation is in progress.
-fn finish_rotation(
-    db: &Db,
-    tenant: &TenantId,
-    device: &DeviceId,
-    actor: &Actor,
-) -> Result<(), Problem> {
-    let Some(fingerprint) = complete_rotation(db, tenant, device)? else {
-        return Err(AuthError::NoRotation.into());
-    };
-    audit::record(
-        db,
-        tenant,
-        actor,
-        "device.key_rotated",
-        device.as_str(),
-        json!({"fingerprint": fingerprint, "completed_by": "admin"}),
-    )
-}
-
-/// Makes the pending key current and deletes the old one; the pending key's
-/// fingerprint, or `None` when no rotation is in progress. The caller bumps the key
-/// generation. Call inside a transaction that holds the device's row lock.
-pub fn complete_rotation(
-    db: &Db,
-    tenant: &TenantId,
-    device: &DeviceId,
-) -> Result<Option<String>, Problem> {
-    let params = [db::text(tenant.as_str()), db::text(device.as_str())];
-    let pending = db.query(
-        "SELECT fingerprint FROM device_keys \
-         WHERE tenant_id = $1 AND device_id = $2 AND state = 'pending'",
-        &params,
+    // The audit entries, in the order the changes apply.
+    let mut entries: Vec<Value> = Vec::new();
+    let mut writes: Vec<KeyWrite> = Vec::new();
+    let mut deletes: Vec<&str> = Vec::new();
+    if let Some(key) = patch.new_key {
+        if current.as_deref() == Some(key.fingerprint().as_str()) {
+            return Err(AuthError::AlreadyCurrentKey.into());
+        }
+        pending = Some(KeyWrite {
+            state: "pending",
+            algorithm: key.algorithm().jws_alg().to_owned(),
+            public_key_pem: key.to_pem(),
+            fingerprint: key.fingerprint(),
+            created_us: None,
+        });
+        entries.push(json!({
+            "action": "device.key_rotation_started",
+            "details": {"algorithm": key.algorithm().jws_alg(), "fingerprint": key.fingerprint()},
+        }));
+    }
+    if patch.complete_rotation {
+        // The pending key (the one just added, if any) becomes current; the old
+        // current key is overwritten, the pending row deleted.
+        let Some(key) = pending.take() else {
+            return Err(AuthError::NoRotation.into());
+        };
+        entries.push(json!({
+            "action": "device.key_rotated",
+            "details": {"fingerprint": key.fingerprint, "completed_by": "admin"},
+        }));
+        writes.push(KeyWrite {
+            state: "current",
+            ..key
+        });
+        deletes.push("pending");
+        generation += 1;
+    } else if patch.new_key.is_some() {
+        writes.extend(pending.take());
+    }
+    if let Some(requested) = patch.status {
+        let action = match requested {
+            RequestedStatus::Active => DeviceAction::Enable,
+            RequestedStatus::Disabled => DeviceAction::Disable,
+        };
+        let change = lifecycle::transition(status, action)?;
+        status = change.status;
+        generation += i64::from(change.bump_generation);
+        if let Some(what) = change.audit {
+            entries.push(json!({"action": what, "details": {}}));
+        }
+    }
+    if patch.channel.is_some() || patch.tags.is_some() {
+        entries.push(json!({
+            "action": "device.updated",
+            "details": {"channel": patch.channel, "tags": patch.tags},
+        }));
+    }
+    let writes = serde_json::to_value(&writes).map_err(|_| respond::internal())?;
+    let applied = db.query(
+        &format!(
+            "WITH d AS (UPDATE devices SET status = $3, key_generation = $4, \
+             channel = coalesce($5, channel), tags = coalesce($6::text[], tags), updated_at = now() \
+             WHERE tenant_id = $1 AND device_id = $2 AND xmin::text = $7 \
+             RETURNING tenant_id, device_id), \
+             k AS (INSERT INTO device_keys (tenant_id, device_id, state, algorithm, public_key_pem, fingerprint, created_at) \
+             SELECT d.tenant_id, d.device_id, x.state, x.algorithm, x.public_key_pem, x.fingerprint, \
+             coalesce(timestamptz 'epoch' + x.created_us * interval '1 microsecond', now()) \
+             FROM d, jsonb_to_recordset($8::jsonb) AS x (state text, algorithm text, \
+             public_key_pem text, fingerprint text, created_us int8) \
+             ON CONFLICT (tenant_id, device_id, state) DO UPDATE SET algorithm = excluded.algorithm, \
+             public_key_pem = excluded.public_key_pem, fingerprint = excluded.fingerprint, \
+             created_at = excluded.created_at), \
+             g AS (DELETE FROM device_keys k USING d WHERE k.tenant_id = d.tenant_id \
+             AND k.device_id = d.device_id AND k.state = ANY ($9::text[])), \
+             a AS ({} SELECT d.tenant_id, $10::text, $11::text, e.action, d.device_id, e.details \
+             FROM d, ROWS FROM (jsonb_to_recordset($12::jsonb) AS (action text, details jsonb)) \
+             WITH ORDINALITY AS e (action, details, n) ORDER BY e.n) \
+             SELECT count(*) FROM d",
+            audit::INSERT
+        ),
+        &[
+            db::text(tenant.as_str()),
+            db::text(device.as_str()),
+            db::text(status.as_str()),
+            db::int8(generation),
+            db::opt_text(patch.channel.map(|c| c.to_string())),
+            patch.tags.map_or(db::null(), db::text_array_param),
+            db::text(version),
+            db::jsonb(&writes),
+            db::text_array_param(&deletes),
+            db::text(actor.role),
+            db::text(actor.name),
+            db::jsonb(&Value::Array(entries)),
+        ],
     )?;
-    let Some(row) = pending.rows.first() else {
-        return Ok(None);
-    };
-    let fingerprint: String = db::column(row, 0)?;
-    db.execute(
-        "DELETE FROM device_keys WHERE tenant_id = $1 AND device_id = $2 AND state = 'current'",
-        &params,
-    )?;
-    db.execute(
-        "UPDATE device_keys SET state = 'current' \
-         WHERE tenant_id = $1 AND device_id = $2 AND state = 'pending'",
-        &params,
-    )?;
-    Ok(Some(fingerprint))
+    let row = applied.rows.first().ok_or_else(respond::internal)?;
+    Ok((db::column::<i64>(row, 0)? > 0).then_some((status, generation)))
 }
 
 /// `DELETE /v1/devices/{id}[?erase=true]`: decommissions the device (its keys are
@@ -583,62 +620,62 @@ pub fn delete(req: &Request, device: &str) -> Result<Response, Problem> {
     query.finish()?;
     let actor = Actor::from(&caller);
 
+    // One statement. Decommissioning is allowed from every state
+    // ([`lifecycle::transition`]): the generation goes up unless the device was
+    // decommissioned already, and the entry is recorded every time (it may erase
+    // data again). With `erase`, the details count what each table lost.
+    let erased = if erase {
+        "r AS (DELETE FROM rollout_devices WHERE tenant_id = $1 AND device_id = $2 \
+           AND EXISTS (SELECT 1 FROM d) RETURNING 1), \
+         t AS (DELETE FROM telemetry WHERE tenant_id = $1 AND device_id = $2 \
+           AND EXISTS (SELECT 1 FROM d) RETURNING 1), \
+         m AS (DELETE FROM rollup_minute WHERE tenant_id = $1 AND device_id = $2 \
+           AND EXISTS (SELECT 1 FROM d) RETURNING 1), \
+         h AS (DELETE FROM rollup_hour WHERE tenant_id = $1 AND device_id = $2 \
+           AND EXISTS (SELECT 1 FROM d) RETURNING 1), \
+         s AS (DELETE FROM device_state WHERE tenant_id = $1 AND device_id = $2 \
+           AND EXISTS (SELECT 1 FROM d) RETURNING 1), \
+         c AS (DELETE FROM commands WHERE tenant_id = $1 AND device_id = $2 \
+           AND EXISTS (SELECT 1 FROM d) RETURNING 1),"
+    } else {
+        ""
+    };
+    let details = if erase {
+        "jsonb_build_object('erase', true, \
+         'rollout_rows_erased', (SELECT count(*) FROM r), \
+         'telemetry_rows_erased', (SELECT count(*) FROM t), \
+         'rollup_rows_erased', (SELECT count(*) FROM m) + (SELECT count(*) FROM h), \
+         'state_rows_erased', (SELECT count(*) FROM s), \
+         'command_rows_erased', (SELECT count(*) FROM c))"
+    } else {
+        "jsonb_build_object('erase', false)"
+    };
     let db = Db::open()?;
-    let generation = db.transaction(|db| {
-        let (status, generation) = lock(db, tenant, &device)?.ok_or_else(Problem::not_found)?;
-        let change = lifecycle::transition(status, DeviceAction::Decommission)?;
-        let generation = generation + i64::from(change.bump_generation);
-        let params = [db::text(tenant.as_str()), db::text(device.as_str())];
-        db.execute(
-            "UPDATE devices SET status = 'decommissioned', key_generation = $3, updated_at = now() \
-             WHERE tenant_id = $1 AND device_id = $2",
-            &[params[0].clone(), params[1].clone(), db::int8(generation)],
-        )?;
-        db.execute(
-            "DELETE FROM device_keys WHERE tenant_id = $1 AND device_id = $2",
-            &params,
-        )?;
-        db.execute(
-            "DELETE FROM used_assertions WHERE tenant_id = $1 AND device_id = $2",
-            &params,
-        )?;
-        let mut details = json!({"erase": erase});
-        if erase {
-            let rollout_rows = db.execute(
-                "DELETE FROM rollout_devices WHERE tenant_id = $1 AND device_id = $2",
-                &params,
-            )?;
-            details["rollout_rows_erased"] = json!(rollout_rows);
-            let readings = db.execute(
-                "DELETE FROM telemetry WHERE tenant_id = $1 AND device_id = $2",
-                &params,
-            )?;
-            details["telemetry_rows_erased"] = json!(readings);
-            // The rollups are aggregates of the erased readings: they go too.
-            let mut rollups = 0;
-            for table in ["rollup_minute", "rollup_hour"] {
-                rollups += db.execute(
-                    &format!("DELETE FROM {table} WHERE tenant_id = $1 AND device_id = $2"),
-                    &params,
-                )?;
-            }
-            details["rollup_rows_erased"] = json!(rollups);
-            // Its state documents and commands (the control component's tables).
-            let state_rows = db.execute(
-                "DELETE FROM device_state WHERE tenant_id = $1 AND device_id = $2",
-                &params,
-            )?;
-            details["state_rows_erased"] = json!(state_rows);
-            let commands = db.execute(
-                "DELETE FROM commands WHERE tenant_id = $1 AND device_id = $2",
-                &params,
-            )?;
-            details["command_rows_erased"] = json!(commands);
-        }
-        let what = change.audit.unwrap_or("device.decommissioned");
-        audit::record(db, tenant, &actor, what, device.as_str(), details)?;
-        Ok(generation)
-    })?;
+    let rows = db.query(
+        &format!(
+            "WITH d AS (UPDATE devices SET status = 'decommissioned', \
+             key_generation = key_generation + CASE WHEN status = 'decommissioned' THEN 0 ELSE 1 END, \
+             updated_at = now() WHERE tenant_id = $1 AND device_id = $2 \
+             RETURNING tenant_id, device_id, key_generation), \
+             k AS (DELETE FROM device_keys WHERE tenant_id = $1 AND device_id = $2 \
+             AND EXISTS (SELECT 1 FROM d)), \
+             u AS (DELETE FROM used_assertions WHERE tenant_id = $1 AND device_id = $2 \
+             AND EXISTS (SELECT 1 FROM d)), \
+             {erased} \
+             a AS ({} SELECT tenant_id, $3::text, $4::text, 'device.decommissioned', device_id, {details} \
+             FROM d) \
+             SELECT key_generation FROM d",
+            audit::INSERT
+        ),
+        &[
+            db::text(tenant.as_str()),
+            db::text(device.as_str()),
+            db::text(actor.role),
+            db::text(actor.name),
+        ],
+    )?;
+    let row = rows.rows.first().ok_or_else(Problem::not_found)?;
+    let generation: i64 = db::column(row, 0)?;
     if erase {
         erase_cached(tenant, &device);
     } else {
@@ -671,38 +708,6 @@ pub fn cache_state(tenant: &TenantId, device: &DeviceId, status: DeviceStatus, g
             checked_ms: time::now_ms(),
         },
     );
-}
-
-/// Locks the device's row for the transaction: its status and key generation.
-pub fn lock(
-    db: &Db,
-    tenant: &TenantId,
-    device: &DeviceId,
-) -> Result<Option<(DeviceStatus, i64)>, Problem> {
-    let rows = db.query(
-        "SELECT status, key_generation FROM devices \
-         WHERE tenant_id = $1 AND device_id = $2 FOR UPDATE",
-        &[db::text(tenant.as_str()), db::text(device.as_str())],
-    )?;
-    let Some(row) = rows.rows.first() else {
-        return Ok(None);
-    };
-    let status: String = db::column(row, 0)?;
-    let status = DeviceStatus::parse(&status).ok_or_else(respond::internal)?;
-    Ok(Some((status, db::column(row, 1)?)))
-}
-
-fn current_fingerprint(
-    db: &Db,
-    tenant: &TenantId,
-    device: &DeviceId,
-) -> Result<Option<String>, Problem> {
-    let rows = db.query(
-        "SELECT fingerprint FROM device_keys \
-         WHERE tenant_id = $1 AND device_id = $2 AND state = 'current'",
-        &[db::text(tenant.as_str()), db::text(device.as_str())],
-    )?;
-    rows.rows.first().map(|row| db::column(row, 0)).transpose()
 }
 
 /// A device id from the path. One that cannot be an id names no device: 404.

@@ -42,7 +42,7 @@ use toaster_platform::query::Query;
 use toaster_platform::throttle::{Credential, Throttle};
 use toaster_platform::{body, respond, time};
 
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::devices;
 use crate::error::AuthError;
 
@@ -168,7 +168,7 @@ fn exchange_throttled(req: &Request, throttle: &mut Throttle) -> Result<Response
     }
 
     let generation = if by_pending {
-        db.transaction(|db| complete_rotation_at_login(db, &tenant, &device))?
+        complete_rotation_at_login(&db, &tenant, &device, record.version)?
     } else {
         record.key_generation
     };
@@ -178,46 +178,67 @@ fn exchange_throttled(req: &Request, throttle: &mut Throttle) -> Result<Response
 }
 
 /// A login signed with the pending key completes the rotation: the key generation the
-/// new token carries. Inside a transaction; refused if the device stopped being active.
+/// new token carries. Refused if the device stopped being active.
+///
+/// One statement does it (the pending key copied over the current one, the pending row
+/// deleted, the generation bumped, the entry audited) if the device row is still the
+/// version (`xmin`) last read; otherwise nothing is written and the statement's own
+/// read of the device decides: gone or no longer active is refused, no pending key
+/// means another login completed the rotation a moment ago (its generation is
+/// returned), else it is tried again against that version.
 fn complete_rotation_at_login(
     db: &Db,
     tenant: &TenantId,
     device: &DeviceId,
+    mut version: String,
 ) -> Result<i64, Problem> {
-    let (status, generation) = devices::lock(db, tenant, device)?
-        .ok_or_else(|| refuse_because(tenant.as_str(), device.as_str(), "gone"))?;
-    if status != DeviceStatus::Active {
-        return Err(refuse_because(
-            tenant.as_str(),
-            device.as_str(),
-            status.as_str(),
-        ));
+    for _ in 0..devices::MAX_ATTEMPTS {
+        let rows = db.query(
+            &format!(
+                "WITH p AS (SELECT algorithm, public_key_pem, fingerprint, created_at FROM device_keys \
+                 WHERE tenant_id = $1 AND device_id = $2 AND state = 'pending'), \
+                 d AS (UPDATE devices SET key_generation = key_generation + 1, updated_at = now() \
+                 WHERE tenant_id = $1 AND device_id = $2 AND status = 'active' AND xmin::text = $3 \
+                 AND EXISTS (SELECT 1 FROM p) RETURNING tenant_id, device_id, key_generation), \
+                 c AS (UPDATE device_keys k SET algorithm = p.algorithm, public_key_pem = p.public_key_pem, \
+                 fingerprint = p.fingerprint, created_at = p.created_at FROM p, d \
+                 WHERE k.tenant_id = d.tenant_id AND k.device_id = d.device_id AND k.state = 'current'), \
+                 x AS (DELETE FROM device_keys k USING d WHERE k.tenant_id = d.tenant_id \
+                 AND k.device_id = d.device_id AND k.state = 'pending'), \
+                 a AS ({} SELECT d.tenant_id, 'device', d.device_id, 'device.key_rotated', d.device_id, \
+                 jsonb_build_object('fingerprint', p.fingerprint, 'completed_by', 'device login') FROM d, p) \
+                 SELECT s.status, s.key_generation, s.xmin::text, EXISTS (SELECT 1 FROM p), \
+                 (SELECT key_generation FROM d) FROM devices s \
+                 WHERE s.tenant_id = $1 AND s.device_id = $2",
+                audit::INSERT
+            ),
+            &[
+                db::text(tenant.as_str()),
+                db::text(device.as_str()),
+                db::text(version.as_str()),
+            ],
+        )?;
+        let Some(row) = rows.rows.first() else {
+            return Err(refuse_because(tenant.as_str(), device.as_str(), "gone"));
+        };
+        if let Some(generation) = db::column::<Option<i64>>(row, 4)? {
+            return Ok(generation);
+        }
+        let status: String = db::column(row, 0)?;
+        let status = DeviceStatus::parse(&status).ok_or_else(respond::internal)?;
+        if status != DeviceStatus::Active {
+            return Err(refuse_because(
+                tenant.as_str(),
+                device.as_str(),
+                status.as_str(),
+            ));
+        }
+        if !db::column::<bool>(row, 3)? {
+            return db::column(row, 1);
+        }
+        version = db::column(row, 2)?;
     }
-    // Another login may have completed it a moment ago.
-    let Some(fingerprint) = devices::complete_rotation(db, tenant, device)? else {
-        return Ok(generation);
-    };
-    db.execute(
-        "UPDATE devices SET key_generation = $3, updated_at = now() \
-         WHERE tenant_id = $1 AND device_id = $2",
-        &[
-            db::text(tenant.as_str()),
-            db::text(device.as_str()),
-            db::int8(generation + 1),
-        ],
-    )?;
-    audit::record(
-        db,
-        tenant,
-        &Actor {
-            role: "device",
-            name: device.as_str(),
-        },
-        "device.key_rotated",
-        device.as_str(),
-        json!({"fingerprint": fingerprint, "completed_by": "device login"}),
-    )?;
-    Ok(generation + 1)
+    Err(devices::busy())
 }
 
 /// 200 with a fresh device access token carrying `generation`, never cached.
@@ -309,6 +330,8 @@ fn read_assertion(req: &Request) -> Result<String, Problem> {
 struct LoginRecord {
     status: DeviceStatus,
     key_generation: i64,
+    /// The device row's version (`xmin`), for [`complete_rotation_at_login`].
+    version: String,
     current: Vec<DevicePublicKey>,
     pending: Option<DevicePublicKey>,
 }
@@ -320,7 +343,7 @@ fn load_login_record(
     device: &DeviceId,
 ) -> Result<Option<LoginRecord>, Problem> {
     let rows = db.query(
-        "SELECT d.status, d.key_generation, k.state, k.public_key_pem \
+        "SELECT d.status, d.key_generation, k.state, k.public_key_pem, d.xmin::text \
          FROM devices d LEFT JOIN device_keys k \
            ON k.tenant_id = d.tenant_id AND k.device_id = d.device_id \
          WHERE d.tenant_id = $1 AND d.device_id = $2",
@@ -333,6 +356,7 @@ fn load_login_record(
     let mut record = LoginRecord {
         status: DeviceStatus::parse(&status).ok_or_else(respond::internal)?,
         key_generation: db::column(first, 1)?,
+        version: db::column(first, 4)?,
         current: Vec::new(),
         pending: None,
     };

@@ -124,31 +124,24 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     };
 
     let db = Db::open()?;
-    let created_ms = db.transaction(|db| {
-        let rows = db.query(
-            "INSERT INTO tenants (tenant_id, name, created_by) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant_id) DO NOTHING \
-             RETURNING (extract(epoch from created_at) * 1000)::int8",
-            &[
-                db::text(id.as_str()),
-                db::text(new.name.as_str()),
-                db::text(caller.subject.as_str()),
-            ],
-        )?;
-        let Some(row) = rows.rows.first() else {
-            return Err(AuthError::TenantExists.into());
-        };
-        let created_ms: i64 = db::column(row, 0)?;
-        audit::record(
-            db,
-            &id,
-            &Actor::from(&caller),
-            "tenant.created",
-            id.as_str(),
-            json!({"name": new.name}),
-        )?;
-        Ok(created_ms)
-    })?;
+    let rows = db.query(
+        &format!(
+            "WITH t AS (INSERT INTO tenants (tenant_id, name, created_by) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO NOTHING RETURNING tenant_id, created_at), \
+             a AS ({} SELECT tenant_id, $4::text, $3::text, 'tenant.created', tenant_id, $5::jsonb FROM t) \
+             SELECT (extract(epoch from created_at) * 1000)::int8 FROM t",
+            audit::INSERT
+        ),
+        &[
+            db::text(id.as_str()),
+            db::text(new.name.as_str()),
+            db::text(caller.subject.as_str()),
+            db::text(Actor::from(&caller).role),
+            db::jsonb(&json!({"name": new.name})),
+        ],
+    )?;
+    let row = rows.rows.first().ok_or(AuthError::TenantExists)?;
+    let created_ms: i64 = db::column(row, 0)?;
     Ok(respond::json(
         201,
         &TenantView {
@@ -198,40 +191,43 @@ pub fn mint_admin_token(req: &Request, tenant: &str) -> Result<Response, Problem
     }
     let signer = auth::signer()?;
 
+    let claims = AccessClaims::admin(tenant.clone(), request.subject.clone());
+    let issued = signer
+        .issue(&claims, Duration::from_secs(ttl_secs))
+        .map_err(|e| {
+            eprintln!("auth: cannot mint an admin token: {e}");
+            respond::internal()
+        })?;
     let db = Db::open()?;
-    let issued = db.transaction(|db| {
-        let exists = db.query(
-            "SELECT 1 FROM tenants WHERE tenant_id = $1",
-            &[db::text(tenant.as_str())],
-        )?;
-        if exists.rows.is_empty() {
-            return Err(AuthError::NoSuchTenant.into());
-        }
-        let claims = AccessClaims::admin(tenant.clone(), request.subject.clone());
-        let issued = signer
-            .issue(&claims, Duration::from_secs(ttl_secs))
-            .map_err(|e| {
-                eprintln!("auth: cannot mint an admin token: {e}");
-                respond::internal()
-            })?;
-        tokens::record_minted(
-            db,
-            &issued.token_id,
-            &tenant,
-            &request.subject,
-            issued.expires_at,
-            &caller.subject,
-        )?;
-        audit::record(
-            db,
-            &tenant,
-            &Actor::from(&caller),
-            "token.minted",
-            &request.subject,
-            json!({"role": "admin", "ttl_secs": ttl_secs, "token_id": issued.token_id.as_str()}),
-        )?;
-        Ok(issued)
-    })?;
+    // One statement: the token recorded (so it can be listed and revoked) and audited,
+    // if the tenant exists; the token is handed out only then.
+    let rows = db.query(
+        &format!(
+            "WITH t AS (SELECT tenant_id FROM tenants WHERE tenant_id = $1), \
+             {}, \
+             i AS (INSERT INTO access_tokens (token_id, tenant_id, role, subject, expires_at, minted_at, minted_by) \
+             SELECT $2, tenant_id, 'admin', $3, to_timestamp($4::int8), now(), $5 FROM t), \
+             a AS ({} SELECT tenant_id, $6::text, $5::text, 'token.minted', $3::text, $7::jsonb FROM t) \
+             SELECT count(*) FROM t",
+            tokens::forget_expired_cte(),
+            audit::INSERT
+        ),
+        &[
+            db::text(tenant.as_str()),
+            db::text(issued.token_id.as_str()),
+            db::text(request.subject.as_str()),
+            db::int8(i64::try_from(issued.expires_at).unwrap_or(i64::MAX)),
+            db::text(caller.subject.as_str()),
+            db::text(Actor::from(&caller).role),
+            db::jsonb(&json!({
+                "role": "admin", "ttl_secs": ttl_secs, "token_id": issued.token_id.as_str(),
+            })),
+        ],
+    )?;
+    let row = rows.rows.first().ok_or_else(respond::internal)?;
+    if db::column::<i64>(row, 0)? == 0 {
+        return Err(AuthError::NoSuchTenant.into());
+    }
     let mut response = respond::json(
         201,
         &TokenResponse {

@@ -17,7 +17,6 @@
 //! (another tenant's token id is 404, like a missing one).
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use spin_sdk::http::{Request, Response};
 use toaster_core::ids::TenantId;
 use toaster_core::problem::Problem;
@@ -80,38 +79,12 @@ impl TokenView {
     }
 }
 
-/// Records a token the API just minted, in the transaction that mints it.
-pub fn record_minted(
-    db: &Db,
-    token_id: &TokenId,
-    tenant: &TenantId,
-    subject: &str,
-    expires_at: u64,
-    minted_by: &str,
-) -> Result<(), Problem> {
-    forget_expired(db)?;
-    db.execute(
-        "INSERT INTO access_tokens (token_id, tenant_id, role, subject, expires_at, minted_at, minted_by) \
-         VALUES ($1, $2, 'admin', $3, to_timestamp($4::int8), now(), $5)",
-        &[
-            db::text(token_id.as_str()),
-            db::text(tenant.as_str()),
-            db::text(subject),
-            db::int8(i64::try_from(expires_at).unwrap_or(i64::MAX)),
-            db::text(minted_by),
-        ],
-    )?;
-    Ok(())
-}
-
-/// Deletes the rows of tokens that expired over [`KEEP_EXPIRED`] ago: they can no
-/// longer be presented, revoked or not.
-fn forget_expired(db: &Db) -> Result<(), Problem> {
-    db.execute(
-        &format!("DELETE FROM access_tokens WHERE expires_at < now() - interval '{KEEP_EXPIRED}'"),
-        &[],
-    )?;
-    Ok(())
+/// A CTE deleting the rows of tokens that expired over [`KEEP_EXPIRED`] ago: they can
+/// no longer be presented, revoked or not. Each statement that records a token runs it.
+pub fn forget_expired_cte() -> String {
+    format!(
+        "forget AS (DELETE FROM access_tokens WHERE expires_at < now() - interval '{KEEP_EXPIRED}')"
+    )
 }
 
 /// `GET /v1/auth/tokens?tenant=&role=&include_expired=&limit=&cursor=`: newest first.
@@ -175,34 +148,42 @@ pub fn revoke(req: &Request, raw_id: &str) -> Result<Response, Problem> {
     let token_id = toaster_platform::router::path_segment(raw_id)
         .and_then(|id| TokenId::parse(&id))
         .ok_or_else(not_recorded)?;
+    // An admin may revoke only its own tenant's tokens: another's, or an operator
+    // token, is filtered out like a missing one ($3).
+    let own = match caller.role {
+        Role::Operator => None,
+        _ => Some(caller.tenant()?.to_string()),
+    };
     let db = Db::open()?;
-    let scope = db.transaction(|db| {
-        let rows = db.query(
-            "SELECT tenant_id, role, subject, revoked_at IS NOT NULL FROM access_tokens \
-             WHERE token_id = $1 FOR UPDATE",
-            &[db::text(token_id.as_str())],
-        )?;
-        let row = rows.rows.first().ok_or_else(not_recorded)?;
-        let tenant: Option<String> = db::column(row, 0)?;
-        let role: String = db::column(row, 1)?;
-        let subject: String = db::column(row, 2)?;
-        let already: bool = db::column(row, 3)?;
-        let scope = stored_scope(tenant.as_deref())?;
-        if !may_revoke(&caller, &scope)? {
-            return Err(not_recorded());
-        }
-        if !already {
-            db.execute(
-                "UPDATE access_tokens SET revoked_at = now(), revoked_by = $2 WHERE token_id = $1",
-                &[
-                    db::text(token_id.as_str()),
-                    db::text(caller.subject.as_str()),
-                ],
-            )?;
-            record_revocation(db, &caller, &scope, &token_id, &role, &subject)?;
-        }
-        Ok(scope)
-    })?;
+    // Revoked once: a second revocation (or the loser of two at once, which re-checks
+    // `revoked_at` after the winner's commit) updates nothing and audits nothing.
+    let rows = db.query(
+        &format!(
+            "WITH t AS (SELECT tenant_id, role, subject FROM access_tokens \
+             WHERE token_id = $1 AND ($3::text IS NULL OR tenant_id = $3)), \
+             r AS (UPDATE access_tokens SET revoked_at = now(), revoked_by = $2 \
+             WHERE token_id = $1 AND ($3::text IS NULL OR tenant_id = $3) AND revoked_at IS NULL \
+             RETURNING tenant_id, role, subject), \
+             a AS ({} SELECT tenant_id, $4::text, $2::text, 'token.revoked', $1::text, \
+             jsonb_build_object('role', role, 'subject', subject) FROM r WHERE tenant_id IS NOT NULL) \
+             SELECT t.tenant_id, t.role, t.subject, EXISTS (SELECT 1 FROM r) FROM t",
+            audit::INSERT
+        ),
+        &[
+            db::text(token_id.as_str()),
+            db::text(caller.subject.as_str()),
+            db::opt_text(own),
+            db::text(Actor::from(&caller).role),
+        ],
+    )?;
+    let row = rows.rows.first().ok_or_else(not_recorded)?;
+    let tenant: Option<String> = db::column(row, 0)?;
+    let subject: String = db::column(row, 2)?;
+    let revoked_now: bool = db::column(row, 3)?;
+    let scope = stored_scope(tenant.as_deref())?;
+    if revoked_now {
+        log_operator_revocation(&caller, &scope, &token_id, &subject);
+    }
     auth::cache_revoked_tokens(&db, &scope);
     Ok(respond::empty(204))
 }
@@ -238,36 +219,38 @@ pub fn revoke_presented(req: &Request) -> Result<Response, Problem> {
         return Err(AuthError::ForeignToken.into());
     }
     let claims = &verified.claims;
+    let tenant = scope.tenant().map(|t| t.to_string());
     let db = Db::open()?;
-    db.transaction(|db| {
-        forget_expired(db)?;
-        let rows = db.query(
-            "INSERT INTO access_tokens (token_id, tenant_id, role, subject, expires_at, revoked_at, revoked_by) \
+    // Recorded as revoked (or its row marked so), audited in its tenant's log, and old
+    // rows forgotten, in one statement; already revoked: nothing changes.
+    let rows = db.query(
+        &format!(
+            "WITH {}, \
+             r AS (INSERT INTO access_tokens (token_id, tenant_id, role, subject, expires_at, revoked_at, revoked_by) \
              VALUES ($1, $2, $3, $4, to_timestamp($5::int8), now(), $6) \
              ON CONFLICT (token_id) DO UPDATE SET revoked_at = now(), revoked_by = excluded.revoked_by \
              WHERE access_tokens.revoked_at IS NULL \
-             RETURNING 1",
-            &[
-                db::text(verified.token_id.as_str()),
-                db::opt_text(scope.tenant().map(|t| t.to_string())),
-                db::text(claims.role.as_str()),
-                db::text(claims.sub.as_str()),
-                db::int8(i64::try_from(verified.expires_at).unwrap_or(i64::MAX)),
-                db::text(caller.subject.as_str()),
-            ],
-        )?;
-        if !rows.rows.is_empty() {
-            record_revocation(
-                db,
-                &caller,
-                &scope,
-                &verified.token_id,
-                claims.role.as_str(),
-                &claims.sub,
-            )?;
-        }
-        Ok(())
-    })?;
+             RETURNING 1), \
+             a AS ({} SELECT $2::text, $7::text, $6::text, 'token.revoked', $1::text, \
+             jsonb_build_object('role', $3::text, 'subject', $4::text) FROM r WHERE $2::text IS NOT NULL) \
+             SELECT count(*) FROM r",
+            forget_expired_cte(),
+            audit::INSERT
+        ),
+        &[
+            db::text(verified.token_id.as_str()),
+            db::opt_text(tenant),
+            db::text(claims.role.as_str()),
+            db::text(claims.sub.as_str()),
+            db::int8(i64::try_from(verified.expires_at).unwrap_or(i64::MAX)),
+            db::text(caller.subject.as_str()),
+            db::text(Actor::from(&caller).role),
+        ],
+    )?;
+    let row = rows.rows.first().ok_or_else(respond::internal)?;
+    if db::column::<i64>(row, 0)? > 0 {
+        log_operator_revocation(&caller, &scope, &verified.token_id, &claims.sub);
+    }
     auth::cache_revoked_tokens(&db, &scope);
     Ok(respond::empty(204))
 }
@@ -305,32 +288,15 @@ fn may_revoke(caller: &Caller, scope: &TokenScope) -> Result<bool, Problem> {
     })
 }
 
-/// Audits a revocation in the token's tenant's log. Operator tokens belong to no
-/// tenant, and the audit log is per tenant: their revocation is logged instead.
-fn record_revocation(
-    db: &Db,
-    caller: &Caller,
-    scope: &TokenScope,
-    token_id: &TokenId,
-    role: &str,
-    subject: &str,
-) -> Result<(), Problem> {
-    match scope.tenant() {
-        Some(tenant) => audit::record(
-            db,
-            tenant,
-            &Actor::from(caller),
-            "token.revoked",
-            token_id.as_str(),
-            json!({"role": role, "subject": subject}),
-        ),
-        None => {
-            eprintln!(
-                "auth: operator token {token_id} (subject {subject:?}) revoked by {} {:?}",
-                caller.role, caller.subject
-            );
-            Ok(())
-        }
+/// A revocation is audited in the token's tenant's log, by the statement that revokes
+/// it. Operator tokens belong to no tenant, and the audit log is per tenant: their
+/// revocation is logged instead.
+fn log_operator_revocation(caller: &Caller, scope: &TokenScope, token_id: &TokenId, subject: &str) {
+    if scope.tenant().is_none() {
+        eprintln!(
+            "auth: operator token {token_id} (subject {subject:?}) revoked by {} {:?}",
+            caller.role, caller.subject
+        );
     }
 }
 
