@@ -805,6 +805,81 @@ async fn key_rotation_completes_on_login_with_the_new_key() {
     app.stop().await;
 }
 
+// A rotation completes once however many complete it at once: each completion is one
+// statement that writes only if the device row is the version it decided on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotation_completed_in_parallel_completes_once() {
+    let app = TestApp::start().await;
+    let api = Api { app: &app };
+    let admin = api.tenant("acme").await;
+    let rotated = "SELECT count(*) FROM audit_log WHERE tenant_id = 'acme' \
+                   AND action = 'device.key_rotated'";
+    let generation = |device: &str| {
+        format!(
+            "SELECT key_generation FROM devices WHERE tenant_id = 'acme' AND device_id = '{device}'"
+        )
+    };
+
+    // Devices logging in with the pending key, all at once: every login succeeds, every
+    // token carries the one new generation.
+    let old = DeviceKey::es256();
+    api.register(&admin, "d1", &old).await;
+    let new = DeviceKey::ed25519();
+    let (status, body) = send(api.patch(
+        "/v1/devices/d1",
+        &admin,
+        &json!({"public_key": new.public_pem}),
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    const RACERS: usize = 6;
+    let assertions: Vec<String> = (0..RACERS)
+        .map(|_| new.sign(&claims("acme", "d1")))
+        .collect();
+    let results = futures::future::join_all(assertions.iter().map(|a| api.exchange(a))).await;
+    for (status, body) in &results {
+        assert_eq!(*status, 200, "{body}");
+        let token = body["access_token"].as_str().unwrap();
+        let (status, me) = api.me(token).await;
+        assert_eq!(
+            (status, me["key_generation"].clone()),
+            (StatusCode::OK, json!(2))
+        );
+    }
+    assert_eq!(count(&app, rotated).await, 1, "audited once");
+    assert_eq!(count(&app, &generation("d1")).await, 2, "bumped once");
+
+    // Admins completing the same rotation at once: one 200, the others 409.
+    let other = DeviceKey::es256();
+    api.register(&admin, "d2", &other).await;
+    let (status, body) = send(api.patch(
+        "/v1/devices/d2",
+        &admin,
+        &json!({"public_key": DeviceKey::ed25519().public_pem}),
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let patches = (0..RACERS).map(|_| {
+        send(api.patch(
+            "/v1/devices/d2",
+            &admin,
+            &json!({"complete_rotation": true}),
+        ))
+    });
+    let mut statuses: Vec<u16> = futures::future::join_all(patches)
+        .await
+        .iter()
+        .map(|(s, _)| s.as_u16())
+        .collect();
+    statuses.sort();
+    let mut expected = vec![409; RACERS];
+    expected[0] = 200;
+    assert_eq!(statuses, expected, "exactly one completes it");
+    assert_eq!(count(&app, rotated).await, 2, "audited once more");
+    assert_eq!(count(&app, &generation("d2")).await, 2, "bumped once");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn bad_bodies_are_refused_and_store_nothing() {
     let app = TestApp::start().await;
