@@ -1,5 +1,6 @@
 //! Audit entries for OTA changes, in the `audit_log` table of `0001_identity.sql`,
-//! written inside the change's transaction (as the `auth` component does).
+//! written by the change's own statement where it has been made one ([`INSERT`] in a
+//! data-modifying CTE, as the `auth` component does), else inside its transaction.
 //!
 //! Actions: `firmware.created`, `rollout.created`, `rollout.advanced`,
 //! `rollout.paused`, `rollout.resumed`, `rollout.aborted`, `rollout.halted`.
@@ -9,6 +10,11 @@ use toaster_core::ids::TenantId;
 use toaster_core::problem::Problem;
 use toaster_platform::auth::Caller;
 use toaster_platform::db::{self, Db};
+
+/// The head of an entry's insert, for a CTE of the statement that makes the change:
+/// `a AS (INSERT … SELECT tenant, role, actor, action, target, details FROM changed)`.
+pub const INSERT: &str =
+    "INSERT INTO audit_log (tenant_id, actor_role, actor, action, target, details)";
 
 /// Appends an entry by `caller` (an admin, or the device whose report halted a
 /// rollout). Call inside the change's transaction.

@@ -91,48 +91,49 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     }
     check_url(&new.url)?.map_err(|detail| Problem::from(OtaError::invalid("/url", detail)))?;
     let id = crate::new_id("fw_")?;
+    let details = json!({
+        "model": new.model, "version": new.version, "url": new.url,
+        "sha256": new.sha256, "size": new.size,
+    });
     let db = Db::open()?;
-    db.transaction(|db| {
-        let inserted = db
-            .try_query(
-                "INSERT INTO firmware (tenant_id, firmware_id, model, version, release, url, sha256, size, notes, created_by) \
+    // One statement: the firmware and its audit entry, or (the release exists for the
+    // model) neither.
+    let inserted = db
+        .try_query(
+            &format!(
+                "WITH f AS (INSERT INTO firmware (tenant_id, firmware_id, model, version, release, url, sha256, size, notes, created_by) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (tenant_id, model, release) DO NOTHING RETURNING 1",
-                &[
-                    db::text(tenant.as_str()),
-                    db::text(id.as_str()),
-                    db::text(new.model.as_str()),
-                    db::text(new.version.to_string()),
-                    db::text(new.version.release()),
-                    db::text(new.url.as_str()),
-                    db::text(new.sha256.as_str()),
-                    db::int8(new.size as i64),
-                    db::text(new.notes.as_str()),
-                    db::text(caller.subject.as_str()),
-                ],
-            )
-            .map_err(|e| {
-                if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
-                    OtaError::NoTenant.into()
-                } else {
-                    db::unavailable_or_internal(&e)
-                }
-            })?;
-        if inserted.rows.is_empty() {
-            return Err(OtaError::VersionExists.into());
-        }
-        audit::record(
-            db,
-            tenant,
-            &caller,
-            "firmware.created",
-            &id,
-            json!({
-                "model": new.model, "version": new.version, "url": new.url,
-                "sha256": new.sha256, "size": new.size,
-            }),
+                 ON CONFLICT (tenant_id, model, release) DO NOTHING RETURNING tenant_id, firmware_id), \
+                 a AS ({} SELECT tenant_id, $11::text, $10::text, 'firmware.created', firmware_id, $12::jsonb FROM f) \
+                 SELECT count(*) FROM f",
+                audit::INSERT
+            ),
+            &[
+                db::text(tenant.as_str()),
+                db::text(id.as_str()),
+                db::text(new.model.as_str()),
+                db::text(new.version.to_string()),
+                db::text(new.version.release()),
+                db::text(new.url.as_str()),
+                db::text(new.sha256.as_str()),
+                db::int8(new.size as i64),
+                db::text(new.notes.as_str()),
+                db::text(caller.subject.as_str()),
+                db::text(caller.role.as_str()),
+                db::jsonb(&details),
+            ],
         )
-    })?;
+        .map_err(|e| {
+            if db::sqlstate(&e) == Some(db::FOREIGN_KEY_VIOLATION) {
+                OtaError::NoTenant.into()
+            } else {
+                db::unavailable_or_internal(&e)
+            }
+        })?;
+    let row = inserted.rows.first().ok_or_else(respond::internal)?;
+    if db::column::<i64>(row, 0)? == 0 {
+        return Err(OtaError::VersionExists.into());
+    }
     let view = load(&db, tenant.as_str(), &id)?.ok_or_else(respond::internal)?;
     let mut response = respond::json(201, &view);
     response.set_header("location", format!("/v1/ota/firmware/{id}"));

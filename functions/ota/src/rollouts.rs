@@ -129,21 +129,41 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
     let stage_values: Vec<String> = stages.as_slice().iter().map(u8::to_string).collect();
 
     let db = Db::open()?;
-    db.transaction(|db| {
-        let firmware = db.query(
-            "SELECT model, version, url FROM firmware WHERE tenant_id = $1 AND firmware_id = $2",
-            &[db::text(tenant.as_str()), db::text(new.firmware_id.as_str())],
-        )?;
-        let Some(row) = firmware.rows.first() else {
-            return Err(invalid("/firmware_id", "no such firmware"));
-        };
-        let model: String = db::column(row, 0)?;
-        let version: String = db::column(row, 1)?;
-        check_firmware_url(&db::column::<String>(row, 2)?)?;
-        db.try_execute(
-            "INSERT INTO rollouts (tenant_id, rollout_id, firmware_id, model, channel, tags, \
-             version_range, stages, threshold_ppm, min_reports, report_timeout_secs, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[]::int4[], $9::int8, $10::int8, $11::int8, $12)",
+    // The firmware's model, version and URL never change once stored.
+    let firmware = db.query(
+        "SELECT model, version, url FROM firmware WHERE tenant_id = $1 AND firmware_id = $2",
+        &[
+            db::text(tenant.as_str()),
+            db::text(new.firmware_id.as_str()),
+        ],
+    )?;
+    let Some(row) = firmware.rows.first() else {
+        return Err(invalid("/firmware_id", "no such firmware"));
+    };
+    let model: String = db::column(row, 0)?;
+    let version: String = db::column(row, 1)?;
+    check_firmware_url(&db::column::<String>(row, 2)?)?;
+    let details = json!({
+        "firmware_id": new.firmware_id, "model": model, "version": version,
+        "selector": {"channel": new.selector.channel, "tags": tags,
+                     "versions": new.selector.versions},
+        "stages": stages, "failure_threshold": rule.threshold(),
+        "min_reports": new.min_reports, "report_timeout_secs": new.report_timeout_secs,
+    });
+    // One statement: the rollout and its audit entry.
+    let created = db
+        .try_query(
+            &format!(
+                "WITH f AS (SELECT tenant_id, firmware_id, model FROM firmware \
+                 WHERE tenant_id = $1 AND firmware_id = $3), \
+                 r AS (INSERT INTO rollouts (tenant_id, rollout_id, firmware_id, model, channel, tags, \
+                 version_range, stages, threshold_ppm, min_reports, report_timeout_secs, created_by) \
+                 SELECT f.tenant_id, $2, f.firmware_id, f.model, $5, $6, $7, $8::text[]::int4[], $9::int8, \
+                 $10::int8, $11::int8, $12 FROM f WHERE f.model = $4 RETURNING tenant_id, rollout_id), \
+                 a AS ({} SELECT tenant_id, $13::text, $12::text, 'rollout.created', rollout_id, $14::jsonb FROM r) \
+                 SELECT count(*) FROM r",
+                audit::INSERT
+            ),
             &[
                 db::text(tenant.as_str()),
                 db::text(id.as_str()),
@@ -157,6 +177,8 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
                 db::int8(i64::from(new.min_reports)),
                 db::int8(i64::from(new.report_timeout_secs)),
                 db::text(caller.subject.as_str()),
+                db::text(caller.role.as_str()),
+                db::jsonb(&details),
             ],
         )
         .map_err(|e| {
@@ -166,21 +188,10 @@ pub fn create(req: &Request) -> Result<Response, Problem> {
                 db::unavailable_or_internal(&e)
             }
         })?;
-        audit::record(
-            db,
-            tenant,
-            &caller,
-            "rollout.created",
-            &id,
-            json!({
-                "firmware_id": new.firmware_id, "model": model, "version": version,
-                "selector": {"channel": new.selector.channel, "tags": tags,
-                             "versions": new.selector.versions},
-                "stages": stages, "failure_threshold": rule.threshold(),
-                "min_reports": new.min_reports, "report_timeout_secs": new.report_timeout_secs,
-            }),
-        )
-    })?;
+    let row = created.rows.first().ok_or_else(respond::internal)?;
+    if db::column::<i64>(row, 0)? == 0 {
+        return Err(invalid("/firmware_id", "no such firmware"));
+    }
     cache::invalidate(tenant);
     let (rollout, counts) = load_with_tally(&db, tenant, &id)?.ok_or_else(respond::internal)?;
     let mut response = respond::json(201, &rollout.view(&counts));
