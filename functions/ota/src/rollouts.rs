@@ -1,10 +1,12 @@
 //! Rollouts (admin): create, list, read (with the counts per device state and the
 //! failure rate), and the actions advance, pause, resume and abort.
 //!
-//! Every change of a rollout's state runs in a transaction that first locks the
-//! rollout row (`FOR UPDATE`); the device check takes `FOR SHARE` on the same row in
-//! the statement that records an offer, so no offer is made from a rollout whose
-//! halt, pause or abort is committing. After every change the tenant's cached active
+//! Every change of a rollout's state is one statement, audit entry included, decided on
+//! a read of the rollout and its tally and applied only if the rollout row is still the
+//! version (`xmin`) read (else read and decided again; 503 after [`MAX_ATTEMPTS`]
+//! misses). The device check takes `FOR SHARE` on the same row in the statement that
+//! records an offer, so no offer is made from a rollout whose halt, pause or abort is
+//! committing (a row lock leaves the version as it is). After every change the tenant's cached active
 //! rollouts are dropped ([`crate::cache::invalidate`]).
 //!
 //! Timed-out devices count as failed. Since nothing reports a device that never comes
@@ -258,7 +260,7 @@ pub fn get(req: &Request, id: &str) -> Result<Response, Problem> {
     let db = Db::open()?;
     let (rollout, counts) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
     if rollout.is_open() && rollout.rule().should_halt(&counts.all) {
-        db.transaction(|db| halt_if_due(db, tenant, id, &caller, "read"))?;
+        halt_if_due(&db, tenant, id, &caller, "read")?;
         cache::invalidate(tenant);
         let (rollout, counts) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
         return Ok(respond::json(200, &rollout.view(&counts)));
@@ -274,58 +276,105 @@ pub fn act(req: &Request, id: &str, action: RolloutAction) -> Result<Response, P
         return Err(Problem::not_found());
     }
     let db = Db::open()?;
-    let outcome = db.transaction(|db| {
-        let rollout = lock(db, tenant, id)?.ok_or_else(Problem::not_found)?;
-        let tally = tally(db, tenant, id)?;
-        if rollout.is_open() && rollout.rule().should_halt(&tally) {
-            halt(db, tenant, &rollout, &tally, &caller, action.as_str())?;
-            return Ok(Err(Problem::from(OtaError::HaltedNow)));
+    let mut outcome = Err(busy());
+    for _ in 0..MAX_ATTEMPTS {
+        match act_once(&db, tenant, id, action, &caller)? {
+            Some(done) => {
+                outcome = done;
+                break;
+            }
+            None => continue,
         }
-        let position = RolloutPosition {
-            state: rollout.state,
-            stage: rollout.stage,
-        };
-        let next = match apply_action(action, position, &rollout.stages, &rollout.rule(), &tally) {
-            Ok(next) => next,
-            Err(refused) => return Ok(Err(Problem::from(OtaError::Action(refused)))),
-        };
-        db.execute(
-            "UPDATE rollouts SET state = $3, stage = $4::int8, updated_at = now() \
-             WHERE tenant_id = $1 AND rollout_id = $2",
-            &[
-                db::text(tenant.as_str()),
-                db::text(id),
-                db::text(next.state.as_str()),
-                db::int8(next.stage as i64),
-            ],
-        )?;
-        let action_name = match action {
-            RolloutAction::Advance => "rollout.advanced",
-            RolloutAction::Pause => "rollout.paused",
-            RolloutAction::Resume => "rollout.resumed",
-            RolloutAction::Abort => "rollout.aborted",
-        };
-        audit::record(
-            db,
-            tenant,
-            &caller,
-            action_name,
-            id,
-            json!({
-                "from": {"state": rollout.state.as_str(), "stage": rollout.stage,
-                         "percent": rollout.stages.percent(rollout.stage)},
-                "to": {"state": next.state.as_str(), "stage": next.stage,
-                       "percent": rollout.stages.percent(next.stage)},
-                "counts": tally,
-            }),
-        )?;
-        Ok(Ok(()))
-    })?;
+    }
     // A halt committed even when the action was refused: either way the cache is stale.
     cache::invalidate(tenant);
     outcome?;
     let (rollout, counts) = load_with_tally(&db, tenant, id)?.ok_or_else(Problem::not_found)?;
     Ok(respond::json(200, &rollout.view(&counts)))
+}
+
+/// How often a change decided on a read of the rollout is tried before 503: a miss
+/// means the rollout row changed between the read and the write.
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// 503: the rollout kept changing under [`MAX_ATTEMPTS`] attempts.
+pub fn busy() -> Problem {
+    Problem::unavailable(db::RETRY_AFTER_SECS)
+        .with_detail("the rollout is being changed by other requests; retry later")
+}
+
+/// One attempt at an action: reads the rollout (with its row version) and its tally,
+/// decides (halt first if the rule says so, else the action), and writes in one
+/// statement that applies only if the rollout row is still the version read. `None`
+/// on a miss (nothing written); else the action's outcome (a refusal, or a halt that
+/// was written and refuses the action).
+fn act_once(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    action: RolloutAction,
+    caller: &Caller,
+) -> Result<Option<Result<(), Problem>>, Problem> {
+    let (rollout, version) = read(db, tenant, id)?.ok_or_else(Problem::not_found)?;
+    let tally = tally(db, tenant, id)?;
+    if rollout.is_open() && rollout.rule().should_halt(&tally) {
+        if !halt(
+            db,
+            tenant,
+            &rollout,
+            &version,
+            &tally,
+            caller,
+            action.as_str(),
+        )? {
+            return Ok(None);
+        }
+        return Ok(Some(Err(Problem::from(OtaError::HaltedNow))));
+    }
+    let position = RolloutPosition {
+        state: rollout.state,
+        stage: rollout.stage,
+    };
+    let next = match apply_action(action, position, &rollout.stages, &rollout.rule(), &tally) {
+        Ok(next) => next,
+        Err(refused) => return Ok(Some(Err(Problem::from(OtaError::Action(refused))))),
+    };
+    let action_name = match action {
+        RolloutAction::Advance => "rollout.advanced",
+        RolloutAction::Pause => "rollout.paused",
+        RolloutAction::Resume => "rollout.resumed",
+        RolloutAction::Abort => "rollout.aborted",
+    };
+    let details = json!({
+        "from": {"state": rollout.state.as_str(), "stage": rollout.stage,
+                 "percent": rollout.stages.percent(rollout.stage)},
+        "to": {"state": next.state.as_str(), "stage": next.stage,
+               "percent": rollout.stages.percent(next.stage)},
+        "counts": tally,
+    });
+    let rows = db.query(
+        &format!(
+            "WITH r AS (UPDATE rollouts SET state = $3, stage = $4::int8, updated_at = now() \
+             WHERE tenant_id = $1 AND rollout_id = $2 AND xmin::text = $5 \
+             RETURNING tenant_id, rollout_id), \
+             a AS ({} SELECT tenant_id, $6::text, $7::text, $8::text, rollout_id, $9::jsonb FROM r) \
+             SELECT count(*) FROM r",
+            audit::INSERT
+        ),
+        &[
+            db::text(tenant.as_str()),
+            db::text(id),
+            db::text(next.state.as_str()),
+            db::int8(next.stage as i64),
+            db::text(version.as_str()),
+            db::text(caller.role.as_str()),
+            db::text(caller.subject.as_str()),
+            db::text(action_name),
+            db::jsonb(&details),
+        ],
+    )?;
+    let row = rows.rows.first().ok_or_else(respond::internal)?;
+    Ok((db::column::<i64>(row, 0)? > 0).then_some(Ok(())))
 }
 
 /// A rollout row.
@@ -550,13 +599,20 @@ fn tally_from_row(row: &[DbValue]) -> Result<Tally, Problem> {
     })
 }
 
-/// Locks the rollout row for the transaction.
-pub fn lock(db: &Db, tenant: &TenantId, id: &str) -> Result<Option<Rollout>, Problem> {
+/// The rollout and its row version (`xmin`), which every write of it changes.
+pub fn read(db: &Db, tenant: &TenantId, id: &str) -> Result<Option<(Rollout, String)>, Problem> {
     let rows = db.query(
-        &format!("{COLUMNS} WHERE r.tenant_id = $1 AND r.rollout_id = $2 FOR UPDATE OF r"),
+        &format!(
+            "{} WHERE r.tenant_id = $1 AND r.rollout_id = $2",
+            COLUMNS.replacen(" FROM rollouts r", ", r.xmin::text FROM rollouts r", 1)
+        ),
         &[db::text(tenant.as_str()), db::text(id)],
     )?;
-    rows.rows.first().map(|r| Rollout::from_row(r)).transpose()
+    let Some(row) = rows.rows.first() else {
+        return Ok(None);
+    };
+    let version: String = db::column(row, row.len() - 1)?;
+    Ok(Some((Rollout::from_row(row)?, version)))
 }
 
 /// Counts the rollout's devices per state as of this statement. An unfinished device
@@ -572,7 +628,8 @@ pub fn tally(db: &Db, tenant: &TenantId, id: &str) -> Result<Tally, Problem> {
     tally_from_row(row)
 }
 
-/// Inside a transaction: locks the rollout, counts, and halts it if the rule says so.
+/// Reads the rollout and counts, and halts it if the rule says so (one statement that
+/// applies only if the rollout row is still the version read; read again on a miss).
 /// `Ok(true)` if this call halted it.
 pub fn halt_if_due(
     db: &Db,
@@ -581,30 +638,36 @@ pub fn halt_if_due(
     caller: &Caller,
     trigger: &str,
 ) -> Result<bool, Problem> {
-    let Some(rollout) = lock(db, tenant, id)? else {
-        return Ok(false);
-    };
-    if !rollout.is_open() {
-        return Ok(false);
+    for _ in 0..MAX_ATTEMPTS {
+        let Some((rollout, version)) = read(db, tenant, id)? else {
+            return Ok(false);
+        };
+        if !rollout.is_open() {
+            return Ok(false);
+        }
+        let tally = tally(db, tenant, id)?;
+        if !rollout.rule().should_halt(&tally) {
+            return Ok(false);
+        }
+        if halt(db, tenant, &rollout, &version, &tally, caller, trigger)? {
+            return Ok(true);
+        }
     }
-    let tally = tally(db, tenant, id)?;
-    if !rollout.rule().should_halt(&tally) {
-        return Ok(false);
-    }
-    halt(db, tenant, &rollout, &tally, caller, trigger)?;
-    Ok(true)
+    Err(busy())
 }
 
-/// Sets `halted` with its reason and writes the audit entry. The caller holds the
-/// rollout's row lock and has checked [`HaltRule::should_halt`].
-pub fn halt(
+/// Sets `halted` with its reason and writes the audit entry, in one statement that
+/// applies only if the rollout row is still `version`; `false` if it was not (nothing
+/// written). The caller has checked [`HaltRule::should_halt`].
+fn halt(
     db: &Db,
     tenant: &TenantId,
     rollout: &Rollout,
+    version: &str,
     tally: &Tally,
     caller: &Caller,
     trigger: &str,
-) -> Result<(), Problem> {
+) -> Result<bool, Problem> {
     let reason = format!(
         "{} of {} devices with an outcome failed or timed out ({:.4}), at or above the failure threshold {} after at least {} reports",
         tally.failures(),
@@ -613,27 +676,32 @@ pub fn halt(
         rollout.rule().threshold(),
         rollout.min_reports,
     );
-    db.execute(
-        "UPDATE rollouts SET state = 'halted', halt_reason = $3, updated_at = now() \
-         WHERE tenant_id = $1 AND rollout_id = $2",
+    let details = json!({
+        "reason": reason, "trigger": trigger, "counts": tally,
+        "failure_rate": tally.failure_rate(),
+        "failure_threshold": rollout.rule().threshold(),
+        "min_reports": rollout.min_reports,
+        "stage": rollout.stage, "percent": rollout.stages.percent(rollout.stage),
+    });
+    let rows = db.query(
+        &format!(
+            "WITH r AS (UPDATE rollouts SET state = 'halted', halt_reason = $3, updated_at = now() \
+             WHERE tenant_id = $1 AND rollout_id = $2 AND xmin::text = $4 \
+             RETURNING tenant_id, rollout_id), \
+             a AS ({} SELECT tenant_id, $5::text, $6::text, 'rollout.halted', rollout_id, $7::jsonb FROM r) \
+             SELECT count(*) FROM r",
+            audit::INSERT
+        ),
         &[
             db::text(tenant.as_str()),
             db::text(rollout.id.as_str()),
             db::text(reason.as_str()),
+            db::text(version),
+            db::text(caller.role.as_str()),
+            db::text(caller.subject.as_str()),
+            db::jsonb(&details),
         ],
     )?;
-    audit::record(
-        db,
-        tenant,
-        caller,
-        "rollout.halted",
-        &rollout.id,
-        json!({
-            "reason": reason, "trigger": trigger, "counts": tally,
-            "failure_rate": tally.failure_rate(),
-            "failure_threshold": rollout.rule().threshold(),
-            "min_reports": rollout.min_reports,
-            "stage": rollout.stage, "percent": rollout.stages.percent(rollout.stage),
-        }),
-    )
+    let row = rows.rows.first().ok_or_else(respond::internal)?;
+    Ok(db::column::<i64>(row, 0)? > 0)
 }
