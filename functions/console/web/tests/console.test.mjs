@@ -6,7 +6,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { chartsDrawn, launchChromium } from "./browser.mjs";
 
 const env = (name) => {
   const value = process.env[name];
@@ -54,18 +54,7 @@ async function eventually(check, what, ms = 15000) {
 let browser;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: env("CHROMIUM"),
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -123,25 +112,6 @@ async function signInWithLink(page, token) {
 
 async function shot(page, name) {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
-
-/** Waits until `count` charts have drawn something on their canvas. */
-async function chartsDrawn(page, count) {
-  await page.waitForFunction(
-    (count) => {
-      const canvases = [...document.querySelectorAll(".chart canvas")];
-      if (canvases.length < count) return false;
-      return canvases.every((c) => {
-        if (!c.width || !c.height) return false;
-        const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-        let painted = 0;
-        for (let i = 3; i < data.length; i += 4 * 7) if (data[i] !== 0) painted++;
-        return painted > 200;
-      });
-    },
-    count,
-    { timeout: 20000 },
-  );
 }
 
 describe("the console", () => {

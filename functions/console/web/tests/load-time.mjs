@@ -5,35 +5,14 @@
 // Env: TOASTER_URL, TOASTER_ADMIN_TOKEN, TOASTER_DEVICE (a device with 30 days of
 // data), CHROMIUM, RUNS (default 5).
 
-import { chromium } from "playwright-core";
+import { chartsDrawn, launchChromium } from "./browser.mjs";
 
 const URL_BASE = process.env.TOASTER_URL;
 const TOKEN = process.env.TOASTER_ADMIN_TOKEN;
 const DEVICE = process.env.TOASTER_DEVICE;
 const RUNS = Number(process.env.RUNS ?? 5);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-
-async function chartsDrawn(page, count) {
-  await page.waitForFunction(
-    (count) => {
-      const canvases = [...document.querySelectorAll(".chart canvas")];
-      if (canvases.length < count) return false;
-      return canvases.every((c) => {
-        if (!c.width || !c.height) return false;
-        const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-        let painted = 0;
-        for (let i = 3; i < data.length; i += 4 * 7) if (data[i] !== 0) painted++;
-        return painted > 200;
-      });
-    },
-    count,
-    { timeout: 30000, polling: "raf" },
-  );
-}
+const browser = await launchChromium();
 
 /** Milliseconds from navigation to `count` charts drawn, in a fresh context; and the script and style bytes transferred. */
 async function firstLoad(path, count) {
@@ -41,7 +20,7 @@ async function firstLoad(path, count) {
   const page = await context.newPage();
   const started = performance.now();
   await page.goto(`${URL_BASE}${path}#token=${encodeURIComponent(TOKEN)}`);
-  await chartsDrawn(page, count);
+  await chartsDrawn(page, count, 30000);
   const ms = performance.now() - started;
   const bytes = await page.evaluate(() =>
     performance
