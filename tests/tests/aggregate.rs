@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use toaster_core::ids::{DeviceId, TenantId};
 use toaster_core::token::{AccessClaims, TokenSigner};
 use toaster_host::Limits;
+use toaster_tests::api::Api;
 use toaster_tests::{TestApp, TestDb};
 
 const MINUTE: i64 = 60_000;
@@ -1357,16 +1358,6 @@ async fn a_retention_policy_is_an_object_without_nulls() {
     app.stop().await;
 }
 
-/// The int8 a query on the test database answers.
-async fn scalar(db: &TestDb, sql: &str) -> i64 {
-    db.client()
-        .await
-        .query_one(sql, &[])
-        .await
-        .expect(sql)
-        .get(0)
-}
-
 #[tokio::test]
 async fn the_fleet_summary_counts_devices_seen_devices_and_readings_per_minute() {
     let app = TestApp::start().await;
@@ -1486,11 +1477,9 @@ async fn the_fleet_summary_counts_devices_seen_devices_and_readings_per_minute()
     assert_eq!(body["seen"]["last_5m"], 1);
     // Spread over shards, summed per minute: one row per (tenant, minute, shard).
     assert_eq!(
-        scalar(
-            &app.db,
-            "SELECT sum(readings)::int8 FROM ingest_minutes WHERE tenant_id = 'acme'"
-        )
-        .await,
+        Api::new(&app)
+            .count("SELECT sum(readings)::int8 FROM ingest_minutes WHERE tenant_id = 'acme'")
+            .await,
         5
     );
 
@@ -1514,20 +1503,16 @@ async fn the_fleet_summary_counts_devices_seen_devices_and_readings_per_minute()
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
-        scalar(
-            &app.db,
-            "SELECT count(*) FROM ingest_minutes WHERE minute < now() - interval '2 days'"
-        )
-        .await,
+        Api::new(&app)
+            .count("SELECT count(*) FROM ingest_minutes WHERE minute < now() - interval '2 days'")
+            .await,
         1,
         "acme's old row went, globex's stays until a run for it"
     );
     assert_eq!(
-        scalar(
-            &app.db,
-            "SELECT count(*) FROM ingest_minutes WHERE readings = 7"
-        )
-        .await,
+        Api::new(&app)
+            .count("SELECT count(*) FROM ingest_minutes WHERE readings = 7")
+            .await,
         1
     );
 
